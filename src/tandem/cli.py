@@ -1,0 +1,224 @@
+"""The ``tandem`` / ``drum`` command line: ``server`` and ``score``.
+
+This is the only module that reads ``sys.argv``; DRUM's environment-variable equivalents of its
+options are merged here (a flag on the command line always wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tandem.errors import ConfigError, ModelLoadError, TandemError
+from tandem.version import DRUM_COMPAT_VERSION, __version__
+
+LOG_LEVELS = ("all", "debug", "info", "warn", "warning", "error", "critical", "fatal")
+
+#: DRUM option -> environment variable read when the option is absent (value options).
+ENV_VALUES = {
+    "code_dir": "CODE_DIR",
+    "target_type": "TARGET_TYPE",
+    "positive_class_label": "POSITIVE_CLASS_LABEL",
+    "negative_class_label": "NEGATIVE_CLASS_LABEL",
+    "class_labels_file": "CLASS_LABELS_FILE",
+    "class_labels": "CLASS_LABELS",
+    "address": "ADDRESS",
+    "max_workers": "MAX_WORKERS",
+}
+#: Boolean options enabled by a truthy environment variable.
+ENV_FLAGS = {
+    "with_error_server": "WITH_ERROR_SERVER",
+    "production": "PRODUCTION",
+    "show_stacktrace": "SHOW_STACKTRACE",
+}
+_TRUTHY = {"1", "true", "yes", "y", "t", "on"}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-cd", "--code-dir", help="folder with custom.py and/or the model artifact")
+    parser.add_argument("--target-type", help="regression, binary, multiclass, unstructured, ...")
+    parser.add_argument("--positive-class-label")
+    parser.add_argument("--negative-class-label")
+    parser.add_argument("--class-labels", nargs="+")
+    parser.add_argument("--class-labels-file")
+    parser.add_argument("--target-name", help="prediction column of textgeneration-style models")
+    parser.add_argument("--logging-level", choices=LOG_LEVELS, default=None)
+    parser.add_argument("--show-stacktrace", action="store_true", default=None)
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--language", choices=("python",), help="only python is supported")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tandem",
+        description="Serve DRUM custom models on Flask or FastAPI (drop-in for `drum server`).",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"tandem {__version__} (drum {DRUM_COMPAT_VERSION})"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    server = sub.add_parser("server", help="serve a model over HTTP")
+    _common(server)
+    server.add_argument("--address", help="host[:port] to bind (default 127.0.0.1:8080)")
+    server.add_argument("--max-workers", type=int, help="worker processes (gunicorn, uvicorn)")
+    server.add_argument(
+        "--with-error-server",
+        action="store_true",
+        default=None,
+        help="serve 513 errors instead of exiting when the model fails to load",
+    )
+    server.add_argument("--production", action="store_true", default=None)
+    server.add_argument("--show-perf", action="store_true", help="collect /stats/ timings")
+    server.add_argument(
+        "--explain-server-type",
+        action="store_true",
+        help="print which stack would serve and why, then exit",
+    )
+
+    score = sub.add_parser("score", help="score a CSV/MTX file with the same core")
+    _common(score)
+    score.add_argument("--input", required=True, help="CSV or .mtx file to score")
+    score.add_argument("--output", help="output file (.json for the server's JSON, else CSV)")
+    score.add_argument("--sparse-column-file", help="column names for a .mtx input")
+    return parser
+
+
+def merge_env(
+    args: argparse.Namespace, environ: dict[str, str] | os._Environ[str]
+) -> dict[str, Any]:
+    """Fill options absent from the command line from DRUM's environment variables."""
+    options = vars(args).copy()
+    for key, env_name in ENV_VALUES.items():
+        if key in options and options[key] is None and environ.get(env_name):
+            value: Any = environ[env_name]
+            if key == "class_labels":
+                value = value.split()
+            elif key == "max_workers":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ConfigError(f"MAX_WORKERS has invalid value {value!r}") from None
+            options[key] = value
+    for key, env_name in ENV_FLAGS.items():
+        if key in options and not options[key]:
+            options[key] = environ.get(env_name, "").strip().lower() in _TRUTHY
+    if options.get("logging_level") in (None,):
+        options["logging_level"] = "warning"
+    return options
+
+
+def configure_logging(level: str) -> None:
+    """Root logging in one format for every stack."""
+    numeric = {"all": logging.DEBUG, "warn": logging.WARNING, "fatal": logging.CRITICAL}.get(
+        level, getattr(logging, level.upper(), logging.WARNING)
+    )
+    logging.basicConfig(
+        level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+
+
+def _server(options: dict[str, Any]) -> int:
+    from tandem.settings import build_settings
+
+    settings = build_settings(options)
+    if options.get("explain_server_type"):
+        decision = settings.server
+        print(
+            f"server type: {decision.server_type} ({decision.framework} on "
+            f"{decision.process_server})"
+        )
+        print(f"reason: {decision.reason}")
+        for key, value in decision.inputs.items():
+            print(f"  {key} = {value}")
+        return 0
+    from tandem.servers.launch import serve
+
+    serve(settings, options)
+    return 0
+
+
+def _score(options: dict[str, Any]) -> int:
+    from tandem.core.payload import MTX_MIMETYPE, read_sparse_colnames
+    from tandem.core.service import PredictionService
+    from tandem.settings import build_settings
+
+    options.setdefault("address", None)
+    settings = build_settings(options)
+    service = PredictionService.load(settings)
+    assert service.model is not None
+    path = Path(options["input"])
+    data = path.read_bytes()
+    out_path = options.get("output")
+    if settings.target_type == "unstructured":
+        from tandem.core.service import _unstructured_response
+
+        text: str | bytes = data.decode("utf-8")
+        result = service.model.score_unstructured(
+            text, mimetype="text/plain", charset="utf-8", query={}, headers={}
+        )
+        body = _unstructured_response(result).body
+        assert isinstance(body, bytes)
+        _write(out_path, body)
+        return 0
+    mimetype = MTX_MIMETYPE if path.suffix == ".mtx" else "text/csv"
+    colnames = None
+    if options.get("sparse_column_file"):
+        colnames = read_sparse_colnames(Path(options["sparse_column_file"]).read_bytes())
+    result = service.model.predict(data, mimetype, None, colnames)
+    frame = result.predictions
+    if out_path and out_path.endswith(".json"):
+        body = (
+            '{"predictions":'
+            + (frame["Predictions"] if len(frame.columns) == 1 else frame).to_json(orient="records")
+            + "}"
+        ).encode()
+        _write(out_path, body)
+        return 0
+    if result.extra is not None:
+        frame = frame.join(result.extra)
+    _write(out_path, frame.to_csv(index=False).encode("utf-8"))
+    return 0
+
+
+def _write(path: str | None, data: bytes) -> None:
+    if path:
+        Path(path).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tandem`` and ``drum`` console scripts."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = merge_env(args, os.environ)
+        configure_logging(options["logging_level"])
+        if args.command == "server":
+            return _server(options)
+        return _score(options)
+    except (ConfigError, ModelLoadError, TandemError) as exc:
+        if options_show_stacktrace(args):
+            raise
+        print(f"tandem: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def options_show_stacktrace(args: argparse.Namespace) -> bool:
+    """Whether tracebacks should be shown for start-up failures."""
+    return (
+        bool(getattr(args, "show_stacktrace", False))
+        or os.environ.get("SHOW_STACKTRACE", "").lower() in _TRUTHY
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Request payloads: Content-Type parsing, multipart form data, CSV and Matrix Market reading."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import pandas as pd
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from tandem.errors import BadRequest, ModelError
+
+CSV_MIMETYPES = frozenset({"", "text/csv", "text/plain"})
+MTX_MIMETYPE = "text/mtx"
+
+
+def parse_content_type(header: str | None) -> tuple[str, str | None]:
+    """Split a Content-Type header into (lower-case mimetype, charset or None)."""
+    if not header:
+        return "", None
+    mimetype, options = parse_options_header(header)
+    charset = options.get(b"charset")
+    return (
+        mimetype.decode("latin-1").strip().lower(),
+        charset.decode("latin-1").strip() if charset else None,
+    )
+
+
+@dataclass
+class FormPart:
+    """One multipart part."""
+
+    name: str
+    filename: str | None
+    data: bytes
+
+
+@dataclass
+class Form:
+    """Parsed multipart/form-data body: file parts and plain fields by name (first wins)."""
+
+    files: dict[str, FormPart] = field(default_factory=dict)
+    fields: dict[str, FormPart] = field(default_factory=dict)
+
+
+def parse_multipart(body: bytes, content_type: str) -> Form:
+    """Parse a multipart/form-data body. A malformed body is a 400, never a crash."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("Missing boundary in multipart/form-data Content-Type header.")
+    form = Form()
+    header_field = bytearray()
+    header_value = bytearray()
+    headers: dict[bytes, bytes] = {}
+    chunks: list[bytes] = []
+
+    def on_part_begin() -> None:
+        headers.clear()
+        chunks.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        headers[bytes(header_field).lower()] = bytes(header_value)
+        header_field.clear()
+        header_value.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        chunks.append(data[start:end])
+
+    def on_part_end() -> None:
+        _, disp = parse_options_header(headers.get(b"content-disposition", b""))
+        raw_name = disp.get(b"name")
+        if raw_name is None:
+            return
+        name = raw_name.decode("utf-8", "replace")
+        raw_filename = disp.get(b"filename")
+        filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
+        part = FormPart(name, filename, b"".join(chunks))
+        target = form.files if filename is not None else form.fields
+        target.setdefault(name, part)
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except (MultipartParseError, ValueError) as exc:
+        raise BadRequest(f"Malformed multipart/form-data body: {exc}") from None
+    return form
+
+
+def mimetype_for_filename(filename: str) -> str | None:
+    """DRUM derives a file part's format only from its extension: ``.mtx`` or CSV (None)."""
+    return MTX_MIMETYPE if filename.endswith(".mtx") else None
+
+
+def read_sparse_colnames(data: bytes) -> list[str]:
+    """``X.colnames``: one UTF-8 column name per line."""
+    return [line.strip().decode("utf-8") for line in io.BytesIO(data).readlines()]
+
+
+def read_dataframe(
+    data: bytes, mimetype: str | None, sparse_colnames: list[str] | None = None
+) -> pd.DataFrame:
+    """Read CSV (default) or Matrix Market bytes into a DataFrame, with DRUM's error texts."""
+    if mimetype == MTX_MIMETYPE:
+        from scipy.io import mmread
+        from scipy.sparse import csr_matrix
+
+        try:
+            matrix = mmread(io.BytesIO(data))
+        except Exception as exc:
+            raise ModelError(f"Failed to read Matrix Market input: {exc}") from None
+        return pd.DataFrame.sparse.from_spmatrix(csr_matrix(matrix), columns=sparse_colnames)
+    try:
+        df = pd.read_csv(io.BytesIO(data))
+        if df.shape[1] == 1:
+            # A single-column CSV keeps blank lines as missing values (DRUM does the same).
+            df = pd.read_csv(io.BytesIO(data), skip_blank_lines=False)
+    except UnicodeDecodeError:
+        raise ModelError("Supplied CSV input file encoding must be UTF-8.") from None
+    except pd.errors.EmptyDataError as exc:
+        raise ModelError(str(exc)) from None
+    except pd.errors.ParserError:
+        raise ModelError(f"Pandas failed to read input binary data {data!r}") from None
+    return df

@@ -1,0 +1,538 @@
+"""The prediction service: every DRUM route's behaviour, independent of any web framework."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+
+from tandem.core import payload
+from tandem.core.http import (
+    JSON,
+    Request,
+    Response,
+    error_response,
+    json_response,
+    message,
+    standard_headers,
+)
+from tandem.core.marshal import PRED_COLUMN
+from tandem.core.model import LoadedModel
+from tandem.core.routes import Route
+from tandem.core.stats import stats_document
+from tandem.errors import (
+    BadRequest,
+    ModelError,
+    NotSupported,
+    PayloadTooLarge,
+    PlainBadRequest,
+    UnprocessableInput,
+)
+from tandem.metadata import read_metadata
+from tandem.settings import ServeSettings
+from tandem.version import DRUM_COMPAT_VERSION, __version__
+
+logger = logging.getLogger("tandem.server")
+
+SAMPLES_MESSAGE = (
+    "Samples should be provided as:   - a csv or mtx under `{}` form-data param key.  - binary data"
+)
+STRUCTURED_MIMETYPES = frozenset({None, "", "text/csv", "text/plain", payload.MTX_MIMETYPE})
+FORM_MIMETYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+TEXT_DEFAULT = "text/plain"
+BINARY_DEFAULT = "application/octet-stream"
+
+
+class Timings:
+    """Min/max/avg/total of model request durations since the last read (``/stats/``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        """Record one request's duration."""
+        with self._lock:
+            self._values.append(seconds)
+
+    def drain(self) -> dict[str, float | None]:
+        """Summarise and reset, as DRUM's ``/stats/`` does."""
+        with self._lock:
+            values, self._values = self._values, []
+        if not values:
+            return {"avg": None, "max": None, "min": None, "total": None}
+        total = sum(values)
+        return {
+            "avg": round(total / len(values), 3),
+            "max": round(max(values), 3),
+            "min": round(min(values), 3),
+            "total": round(total, 3),
+        }
+
+
+class PredictionService:
+    """Answers every route of the DRUM API. The HTTP adapters call only :meth:`handle`."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        model: LoadedModel | None,
+        load_error: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.load_error = load_error
+        self.timings = Timings()
+
+    @classmethod
+    def load(cls, settings: ServeSettings) -> PredictionService:
+        """Load the model; with ``--with-error-server`` a failure becomes an error service."""
+        try:
+            return cls(settings, LoadedModel(settings))
+        except Exception as exc:
+            if not settings.with_error_server:
+                raise
+            logger.exception("Model failed to load; serving the error server")
+            return cls(settings, None, load_error=str(exc))
+
+    @property
+    def ready(self) -> bool:
+        """Whether a model is loaded and can score."""
+        return self.model is not None
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def handle(self, route: Route, request: Request, **params: str) -> Response:
+        """Run one route's handler and turn any exception into the matching response."""
+        started = time.perf_counter()
+        try:
+            if self.load_error is not None and route.error_server:
+                response = self._error_server(route)
+            else:
+                response = getattr(self, route.handler)(request, **params)
+        except Exception as exc:
+            if not isinstance(exc, (ModelError, UnprocessableInput, NotSupported, BadRequest)):
+                logger.exception("Request %s %s failed", request.method, request.path)
+            response = error_response(exc)
+        elapsed = time.perf_counter() - started
+        if route.blocking and self.settings.show_perf:
+            self.timings.add(elapsed)
+        return self.finish(request, response, elapsed)
+
+    def finish(self, request: Request, response: Response, elapsed: float) -> Response:
+        """Add the headers every response carries and log failures as DRUM does."""
+        response.headers.extend(standard_headers(request.request_id))
+        if response.status >= 400:
+            logger.info(
+                "API [%s %s] request time: %.3f sec, request_id: %s",
+                request.method,
+                request.path,
+                elapsed,
+                request.request_id,
+            )
+        return response
+
+    def not_found(self, request: Request) -> Response:
+        """Answer an unknown path."""
+        return self.finish(request, message("ERROR: Not Found", 404), 0.0)
+
+    def method_not_allowed(self, request: Request, allowed: list[str]) -> Response:
+        """Answer a known path called with the wrong method."""
+        response = message("ERROR: Method Not Allowed", 405)
+        response.headers.append(("Allow", ", ".join(allowed)))
+        return self.finish(request, response, 0.0)
+
+    def too_large(self, request: Request) -> Response:
+        """Answer a body over the size limit."""
+        return self.finish(
+            request,
+            error_response(
+                PayloadTooLarge(
+                    f"Request body is larger than the limit of {self.settings.max_body_size} bytes."
+                )
+            ),
+            0.0,
+        )
+
+    def _error_server(self, route: Route) -> Response:
+        text = f"ERROR: {self.load_error}"
+        if route.name == "ping":
+            return message(text, 200)
+        return message(text, 513)
+
+    # -- liveness, info --------------------------------------------------------------------
+
+    def ping(self, request: Request) -> Response:
+        """``/`` and ``/ping``."""
+        return message("OK", 200)
+
+    def health(self, request: Request) -> Response:
+        """``/health/``."""
+        return message("OK", 200)
+
+    def info(self, request: Request) -> Response:
+        """``/info/``: model and server description."""
+        s = self.settings
+        body: dict[str, Any] = {
+            "codeDir": str(s.code_dir),
+            "drumServer": s.server.framework,
+            "drum_server": s.server.framework,
+            "processServer": s.server.process_server,
+            "drumVersion": DRUM_COMPAT_VERSION,
+            "tandemVersion": __version__,
+            "language": "python",
+            "modelMetadata": read_metadata(s.code_dir),
+            "predictor": self.model.predictor_name if self.model else None,
+            "targetType": s.target_type,
+        }
+        if s.target_type == "binary":
+            body["positiveClassLabel"] = s.positive_class_label
+            body["negativeClassLabel"] = s.negative_class_label
+        elif s.target_type == "multiclass":
+            body["classLabels"] = list(s.class_labels or ())
+        return json_response(body)
+
+    def capabilities(self, request: Request) -> Response:
+        """``/capabilities/``."""
+        return json_response(
+            {
+                "supported_methods": {"chat": bool(self.model and self.model.supports_chat)},
+                "supported_payload_formats": {"csv": None, "mtx": None},
+            }
+        )
+
+    def stats(self, request: Request) -> Response:
+        """``/stats/``: memory and timing in DRUM's shape (always valid JSON)."""
+        timing = (
+            self.timings.drain()
+            if self.settings.show_perf
+            else {"avg": None, "max": None, "min": None, "total": None}
+        )
+        return json_response(stats_document(timing))
+
+    # -- structured predictions ------------------------------------------------------------
+
+    def _fetch(
+        self, request: Request, key: str
+    ) -> tuple[bytes, str | None, str | None, list[str] | None, payload.Form | None]:
+        mimetype, charset = payload.parse_content_type(request.content_type)
+        form = None
+        if mimetype == "multipart/form-data":
+            form = payload.parse_multipart(request.body, request.content_type or "")
+        part = form.files.get(key) if form else None
+        if part is not None:
+            data, mimetype, charset = (
+                part.data,
+                payload.mimetype_for_filename(part.filename or ""),
+                None,
+            )
+        elif request.body and mimetype not in FORM_MIMETYPES and key == "X":
+            data = request.body
+        else:
+            raise UnprocessableInput(SAMPLES_MESSAGE.format(key))
+        colnames_part = form.files.get("X.colnames") if form else None
+        colnames = payload.read_sparse_colnames(colnames_part.data) if colnames_part else None
+        if mimetype not in STRUCTURED_MIMETYPES and not self._model.has_read_input_data:
+            raise UnprocessableInput(
+                f"payload format `{mimetype}` is not supported by predictor/transformer. Make "
+                "DRUM support the format or implement `read_input_data` hook to read the data. "
+            )
+        return data, mimetype, charset, colnames, form
+
+    @property
+    def _model(self) -> LoadedModel:
+        assert self.model is not None
+        return self.model
+
+    def predict(self, request: Request) -> Response:
+        """``/predict/``, ``/predictions/``, ``/invocations``."""
+        target = self.settings.target_type
+        if target == "transform":
+            raise UnprocessableInput(
+                "This model has target type 'transform', use the /transform/ endpoint."
+            )
+        if target == "unstructured":
+            raise UnprocessableInput(
+                "This model has target type 'unstructured', use the /predictUnstructured/ or "
+                "/predictionsUnstructured/ endpoint."
+            )
+        data, mimetype, charset, colnames, _ = self._fetch(request, "X")
+        result = self._model.predict(data, mimetype, charset, colnames)
+        out: pd.DataFrame | pd.Series = result.predictions
+        if len(out.columns) == 1:
+            out = out[PRED_COLUMN]
+        body = '{"predictions":' + out.to_json(orient="records")
+        if result.extra is not None:
+            body += ',"extraModelOutput":' + result.extra.to_json(orient="split")
+        return Response(200, (body + "}").encode("utf-8"), JSON)
+
+    # -- transform ---------------------------------------------------------------------------
+
+    def transform(self, request: Request) -> Response:
+        """``/transform/`` for the transform target type."""
+        target = self.settings.target_type
+        if target != "transform":
+            endpoint = "predictUnstructured" if target == "unstructured" else "predict"
+            from tandem.core.model import TargetType
+
+            raise UnprocessableInput(
+                f"This model has target type {TargetType(target)}, use the /{endpoint}/ endpoint."
+            )
+        data, mimetype, _charset, colnames, form = self._fetch(request, "X")
+        y_part = form.files.get("y") if form else None
+        y_mimetype = payload.mimetype_for_filename(y_part.filename or "") if y_part else None
+        out, y = self._model.transform(
+            data, mimetype, colnames, y_part.data if y_part else None, y_mimetype
+        )
+        fields: list[tuple[str, bytes, bool]] = []
+        if hasattr(out, "sparse"):
+            matrix, names = _mtx_payload(out)
+            fields += [
+                ("X.format", b"sparse", False),
+                ("X.transformed", matrix, True),
+                ("X.colnames", names, True),
+            ]
+        else:
+            fields += [("X.format", b"csv", False), ("X.transformed", _csv_payload(out), True)]
+        if y is not None:
+            fields += [("y.format", b"csv", False), ("y.transformed", _csv_payload(y), True)]
+        body, content_type = _encode_multipart(fields)
+        return Response(200, body, content_type)
+
+    # -- unstructured ------------------------------------------------------------------------
+
+    def predict_unstructured(self, request: Request) -> Response:
+        """``/predictUnstructured/`` and ``/predictionsUnstructured/``."""
+        target = self.settings.target_type
+        if target not in ("unstructured", "textgeneration"):
+            from tandem.core.model import TargetType
+
+            raise UnprocessableInput(
+                f"This model has target type {TargetType(target)}, use either /predict/ or "
+                "/predictions/ endpoint."
+            )
+        mimetype, charset = payload.parse_content_type(request.content_type)
+        mimetype = mimetype or TEXT_DEFAULT
+        data: str | bytes = request.body
+        kwargs: dict[str, Any] = {"mimetype": mimetype}
+        if mimetype.startswith("text/") or mimetype == "application/json":
+            charset = charset or "utf-8"
+            try:
+                data = request.body.decode(charset)
+            except (LookupError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"Cannot decode the request body as {charset}: {exc}") from None
+        if charset is not None:
+            kwargs["charset"] = charset
+        kwargs["query"] = request.query
+        kwargs["headers"] = dict(request.headers)
+        result = self._model.score_unstructured(data, **kwargs)
+        return _unstructured_response(result)
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    def chat(self, request: Request) -> Response:
+        """``/chat/completions`` and ``/v1/chat/completions`` (OpenAI, optionally streamed)."""
+        model = self._model
+        if not model.supports_chat:
+            if self.settings.target_type in ("textgeneration", "agenticworkflow"):
+                raise NotSupported(
+                    "This model's chat interface was called, but chat() is not implemented."
+                )
+            raise NotSupported("This model's chat interface was called, but chat is not supported.")
+        mimetype, _ = payload.parse_content_type(request.content_type)
+        if mimetype != "application/json":
+            raise ModelError(
+                "415 Unsupported Media Type: Did not attempt to load JSON data because the "
+                "request Content-Type was not 'application/json'."
+            )
+        try:
+            params = json.loads(request.body)
+        except ValueError:
+            raise BadRequest(
+                "The browser (or proxy) sent a request that this server could not understand."
+            ) from None
+        if not isinstance(params, dict):
+            raise BadRequest("The chat completion request body must be a JSON object.")
+        association_id = params.get("datarobot_association_id") or str(uuid.uuid4())
+        result = model.chat(params, request.headers)
+        if _field(result, "object") == "chat.completion":
+            body = _as_dict(result)
+            body["datarobot_association_id"] = association_id
+            return json_response(body)
+        return Response(
+            200, _sse_stream(iter(result), association_id), "text/event-stream; charset=utf-8"
+        )
+
+    def models(self, request: Request) -> Response:
+        """``/models`` and ``/v1/models``."""
+        if self.settings.target_type != "textgeneration":
+            raise NotSupported("get_supported_llm_models is supported only for TextGen models")
+        listed = self._model.supported_llm_models()
+        data: list[Any]
+        if listed is not None:
+            data = [_as_dict(m) for m in listed if _field(m, "object") == "model"]
+        else:
+            from tandem.runtime_params import Params
+
+            llm_id = Params().str("LLM_ID")
+            data = (
+                [{"created": 1735689600, "id": llm_id, "object": "model", "owned_by": "DataRobot"}]
+                if llm_id
+                else []
+            )
+        return json_response({"data": data, "object": "list"})
+
+    def direct_access(self, request: Request, path: str = "") -> Response:
+        """``/directAccess/...`` and ``/nim/...``: only OpenAI-backed GPU predictors have them."""
+        raise PlainBadRequest("This endpoint is only supported by OpenAI based predictors")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return dict(obj)
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if hasattr(obj, "model_dump"):
+        return dict(obj.model_dump(exclude_unset=True))
+    raise ModelError(f"Cannot serialise chat response of type {type(obj)}")
+
+
+def _chunk_json(chunk: Any, association_id: str) -> str:
+    if isinstance(chunk, dict):
+        doc = dict(chunk)
+        doc["datarobot_association_id"] = association_id
+        return json.dumps(doc, separators=(",", ":"))
+    chunk.datarobot_association_id = association_id
+    if hasattr(chunk, "to_json"):
+        return str(chunk.to_json(indent=None))
+    return json.dumps(_as_dict(chunk), separators=(",", ":"))
+
+
+def _sse_stream(chunks: Iterator[Any], association_id: str) -> Iterator[bytes]:
+    """Validate the first chunk now (so a bad hook still gets a 500), then stream lazily."""
+    try:
+        first = next(chunks)
+    except StopIteration:
+        return iter([b"data: [DONE]\n\n"])
+    if type(first).__name__ != "ChatCompletionChunk" and _field(first, "object") != (
+        "chat.completion.chunk"
+    ):
+        raise ModelError(
+            "Expected response to be ChatCompletion or Iterable[ChatCompletionChunk]. "
+            f"Got: {type(first).__name__}"
+        )
+
+    def generate() -> Iterator[bytes]:
+        chunk = first
+        while True:
+            for line in _chunk_json(chunk, association_id).splitlines():
+                yield f"data: {line}\n".encode()
+            yield b"\n"
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception:
+                logger.exception("chat stream failed after it started")
+                return
+        yield b"data: [DONE]\n\n"
+
+    return generate()
+
+
+def _unstructured_response(result: Any) -> Response:
+    single = not isinstance(result, tuple)
+    if single:
+        result = (result, None)
+    if len(result) != 2:
+        raise ModelError(
+            "In unstructured mode predictions of type tuple must have length = 2, but received "
+            f"length = {len(result)}"
+        )
+    data, options = result
+    if not isinstance(data, (bytes, str, type(None))) or not isinstance(
+        options, (dict, type(None))
+    ):
+        if single:
+            raise ModelError(
+                "In unstructured mode single return value can be of type str/bytes, but "
+                f"received {type(data)}"
+            )
+        raise ModelError(
+            "In unstructured mode tuple return value must be of type (str/bytes, dict) but "
+            f"received ({type(data)}, {type(options)})"
+        )
+    options = options or {}
+    if isinstance(data, (str, type(None))):
+        mimetype = options.get("mimetype", TEXT_DEFAULT)
+        charset = options.get("charset", "utf-8")
+        body = b"" if data is None else data.encode(charset)
+    else:
+        mimetype = options.get("mimetype", BINARY_DEFAULT)
+        charset = options.get("charset")
+        body = data
+    content_type = mimetype if charset is None else f"{mimetype}; charset={charset}"
+    return Response(200, body, content_type)
+
+
+def _clean_columns(df: pd.DataFrame) -> pd.DataFrame:
+    names = [str(c).strip().replace("\n", "\\n") for c in df.columns]
+    if any(not n for n in names):
+        raise ModelError(
+            "Column name serialization check failed: ensure there are no column names made up "
+            "entirely of whitespace"
+        )
+    df = df.copy()
+    df.columns = names
+    return df
+
+
+def _csv_payload(df: pd.DataFrame) -> bytes:
+    text = _clean_columns(df).to_csv(index=False, lineterminator="\r\n")
+    return text[:-2].encode("utf-8")
+
+
+def _mtx_payload(df: pd.DataFrame) -> tuple[bytes, bytes]:
+    from scipy.io import mmwrite
+
+    df = _clean_columns(df)
+    sink = io.BytesIO()
+    mmwrite(sink, df.sparse.to_coo())
+    return sink.getvalue(), "\n".join(str(c) for c in df.columns).encode("utf-8")
+
+
+def _encode_multipart(fields: list[tuple[str, bytes, bool]]) -> tuple[bytes, str]:
+    """multipart/form-data with a boundary derived from the content, so bytes are reproducible."""
+    digest = hashlib.sha256()
+    for name, data, _ in fields:
+        digest.update(name.encode())
+        digest.update(data)
+    boundary = digest.hexdigest()[:32]
+    out = bytearray()
+    for name, data, is_file in fields:
+        out += f"--{boundary}\r\n".encode()
+        if is_file:
+            out += (
+                f'Content-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+        else:
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        out += data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"

@@ -1,0 +1,110 @@
+"""Tandem's error tree.
+
+::
+
+    TandemError
+    ├── ConfigError            bad CLI option, environment variable or runtime parameter (start-up)
+    │   └── RuntimeParameterError
+    ├── ModelLoadError         the code dir cannot be turned into a model (start-up)
+    └── RequestError           something about one request; carries the HTTP status it maps to
+        ├── UnprocessableInput        422 {"message": "ERROR: ..."}
+        ├── SchemaValidationError     422 with "is_schema_validation_error": true
+        ├── NotSupported              404 (chat / models on a model that has none)
+        ├── BadRequest                400 {"error": ...} (DRUM's Werkzeug-style 400)
+        ├── PlainBadRequest           400 {"message": ...} without the "ERROR: " prefix
+        ├── PayloadTooLarge           413
+        └── ModelError                500 (the model or its output is at fault)
+
+User code raises :class:`CustomHTTPError` (re-exported as ``datarobot_drum.CustomHTTPError``); its
+status and message reach the client unchanged, with ``X-Drum-User-Http-Error: true``.
+"""
+
+from __future__ import annotations
+
+
+class TandemError(Exception):
+    """Root of every error Tandem raises on purpose."""
+
+
+class ConfigError(TandemError):
+    """A start-up setting is invalid; the message names the setting and the bad value."""
+
+
+class RuntimeParameterError(ConfigError):
+    """A ``MLOPS_RUNTIME_PARAM_*`` value cannot be parsed or has the wrong type."""
+
+
+class ModelLoadError(TandemError):
+    """The code dir could not be loaded into a servable model."""
+
+
+class RequestError(TandemError):
+    """An error tied to one request. ``status`` is the HTTP status it is answered with."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnprocessableInput(RequestError):
+    """The request cannot be scored as sent (missing samples, unsupported format, wrong route)."""
+
+    status = 422
+
+
+class SchemaValidationError(RequestError):
+    """A transform's output violates the model's ``typeSchema.output_requirements``."""
+
+    status = 422
+
+
+class NotSupported(RequestError):
+    """The model does not implement the requested interface (chat, model list)."""
+
+    status = 404
+
+
+class BadRequest(RequestError):
+    """A malformed request; rendered as DRUM renders Werkzeug's 400s: ``{"error": ...}``."""
+
+    status = 400
+
+
+class PlainBadRequest(RequestError):
+    """A 400 rendered as ``{"message": ...}`` without the ``ERROR:`` prefix (direct access)."""
+
+    status = 400
+
+
+class PayloadTooLarge(RequestError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+
+
+class ModelError(RequestError):
+    """The model, a hook or the model's output failed; answered with 500."""
+
+    status = 500
+
+
+class BaseCustomUserError(Exception):
+    """Base class for errors raised on purpose by user model code (DRUM's name)."""
+
+    status_code = 400
+
+
+class CustomHTTPError(BaseCustomUserError):
+    """Raise this from a hook to answer with a specific HTTP status and message."""
+
+    def __init__(
+        self, message: str = "User's HTTP error in custom model", status_code: int = 400
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class QueryKeyError(KeyError):
+    """A hook indexed a query parameter the request does not have (Werkzeug's 400 in DRUM)."""

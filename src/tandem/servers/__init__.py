@@ -1,0 +1,1 @@
+"""Thin HTTP adapters over :class:`tandem.core.service.PredictionService`."""

@@ -1,0 +1,148 @@
+"""FastAPI adapter: maps ASGI requests to the core service and back.
+
+Routes are plain Starlette routes on the FastAPI app, so no per-request validation or dependency
+resolution runs: the core already parses and validates. Model code runs in a bounded thread pool
+(``DRUM_FASTAPI_EXECUTOR_WORKERS``, default 1 so thread-unsafe models behave as under Flask) and
+never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route as StarletteRoute
+
+from tandem.core.http import Headers, QueryDict
+from tandem.core.http import Request as CoreRequest
+from tandem.core.http import Response as CoreResponse
+from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants
+from tandem.core.service import PredictionService
+from tandem.servers.extensions import load_extension
+
+_DONE = object()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _core_request(request: Request, body: bytes = b"") -> CoreRequest:
+    return CoreRequest(
+        method=request.method,
+        path=request.url.path,
+        headers=Headers.from_pairs(request.headers.items()),
+        query=QueryDict(request.query_params.multi_items()),
+        body=body,
+    )
+
+
+def _headers(resp: CoreResponse) -> dict[str, str]:
+    headers = dict(resp.headers)
+    if resp.content_type is not None:
+        headers["content-type"] = resp.content_type
+    return headers
+
+
+def _to_starlette(resp: CoreResponse, executor: ThreadPoolExecutor) -> Response:
+    if isinstance(resp.body, bytes):
+        return Response(resp.body, status_code=resp.status, headers=_headers(resp))
+    return StreamingResponse(
+        _drain(resp.body, executor), status_code=resp.status, headers=_headers(resp)
+    )
+
+
+async def _drain(chunks: Iterator[bytes], executor: ThreadPoolExecutor) -> AsyncIterator[bytes]:
+    """Pull a synchronous (user-code) iterator in the executor, one chunk at a time."""
+    loop = asyncio.get_running_loop()
+    while True:
+        chunk = await loop.run_in_executor(executor, next, chunks, _DONE)
+        if chunk is _DONE:
+            return
+        yield chunk  # type: ignore[misc]
+
+
+def _endpoint(service: PredictionService, route: Route, executor: ThreadPoolExecutor) -> Any:
+    limit = service.settings.max_body_size
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await _read_body(request, limit) if request.method in ("POST", "PUT") else b""
+        except _TooLarge:
+            return _to_starlette(service.too_large(_core_request(request)), executor)
+        core = _core_request(request, body)
+        if route.blocking:
+            call = functools.partial(service.handle, route, core, **request.path_params)
+            resp = await asyncio.get_running_loop().run_in_executor(executor, call)
+        else:
+            resp = service.handle(route, core, **request.path_params)
+        return _to_starlette(resp, executor)
+
+    return endpoint
+
+
+def create_app(service: PredictionService, load_extensions: bool = True) -> FastAPI:
+    """Build the FastAPI app for a loaded service (and its ``custom_fastapi.py``)."""
+    settings = service.settings
+    executor = ThreadPoolExecutor(settings.executor_workers, thread_name_prefix="tandem-predict")
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.redirect_slashes = False
+    app.state.service = service
+    app.state.executor = executor
+    prefix = settings.url_prefix
+    for route in ROUTES:
+        endpoint = _endpoint(service, route, executor)
+        for declared in route.paths:
+            for path in path_variants(declared, prefix):
+                app.router.routes.append(
+                    StarletteRoute(path, endpoint, methods=list(route.methods), name=route.name)
+                )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        core = _core_request(request)
+        if exc.status_code == 404:
+            return _to_starlette(service.not_found(core), executor)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.url.path, prefix) or []
+            return _to_starlette(service.method_not_allowed(core, allowed), executor)
+        return Response(
+            json.dumps({"message": f"ERROR: {exc.detail}"}).encode(),
+            status_code=exc.status_code,
+            headers={"content-type": "application/json"},
+        )
+
+    if load_extensions and service.load_error is None:
+        load_extension(settings, app)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn's multi-process mode: rebuild settings from the serialised CLI."""
+    from tandem.settings import build_settings
+
+    cli = json.loads(os.environ["TANDEM_CLI_OPTIONS"])
+    return create_app(PredictionService.load(build_settings(cli)))

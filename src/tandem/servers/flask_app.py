@@ -1,0 +1,82 @@
+"""Flask adapter: maps WSGI requests to the core service and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from tandem.core.http import Headers, QueryDict
+from tandem.core.http import Request as CoreRequest
+from tandem.core.http import Response as CoreResponse
+from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants
+from tandem.core.service import PredictionService
+from tandem.servers.extensions import load_extension
+
+
+def _core_request(body: bytes = b"") -> CoreRequest:
+    return CoreRequest(
+        method=request.method,
+        path=request.path,
+        headers=Headers.from_pairs(request.headers.items()),
+        query=QueryDict(request.args.items(multi=True)),
+        body=body,
+    )
+
+
+def _to_flask(resp: CoreResponse) -> Response:
+    out = Response(resp.body, status=resp.status)
+    if resp.content_type is not None:
+        out.headers["Content-Type"] = resp.content_type
+    else:
+        del out.headers["Content-Type"]
+    for name, value in resp.headers:
+        out.headers[name] = value
+    return out
+
+
+def _view(service: PredictionService, route: Route) -> Any:
+    def view(**params: str) -> Response:
+        body = request.get_data(cache=False) if request.method in ("POST", "PUT") else b""
+        return _to_flask(service.handle(route, _core_request(body), **params))
+
+    view.__name__ = route.name
+    return view
+
+
+def create_app(service: PredictionService, load_extensions: bool = True) -> Flask:
+    """Build the Flask app for a loaded service (and its ``custom_flask.py``)."""
+    settings = service.settings
+    app = Flask("tandem")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
+    prefix = settings.url_prefix
+    for route in ROUTES:
+        view = _view(service, route)
+        for declared in route.paths:
+            for path in path_variants(declared, prefix):
+                app.add_url_rule(
+                    path.replace("{path:path}", "<path:path>"),
+                    endpoint=f"model_api.{route.name}",
+                    view_func=view,
+                    methods=list(route.methods),
+                    provide_automatic_options=False,
+                    strict_slashes=True,
+                )
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        req = _core_request()
+        if exc.code == 404:
+            return _to_flask(service.not_found(req))
+        if exc.code == 405:
+            return _to_flask(
+                service.method_not_allowed(req, allowed_methods(request.path, prefix) or [])
+            )
+        if exc.code == 413:
+            return _to_flask(service.too_large(req))
+        return exc.get_response()
+
+    if load_extensions and service.load_error is None:
+        load_extension(settings, app)
+    return app
