@@ -169,6 +169,17 @@ CASES: list[Case] = [
         compare_body=False,
         body_contains=('"mem_info"', '"drum_rss"', '"time_info"'),
     ),
+    Case("livez", "regression", "GET", "/livez", body_exact=b'{"status":"alive"}\n'),
+    Case("readyz", "regression", "GET", "/readyz/", body_exact=b'{"status":"ready"}\n'),
+    Case("startupz", "regression", "GET", "/startupz",
+         body_exact=b'{"model_loaded":true,"status":"started"}\n'),
+    Case("metrics", "regression", "GET", "/metrics", compare_body=False,
+         content_type="text/plain; version=0.0.4; charset=utf-8",
+         body_contains=("drum_requests_total", "drum_request_duration_seconds_bucket",
+                        "drum_memory_bytes", "drum_model_info")),
+    Case("error-server-readyz", "error_server", "GET", "/readyz", status=503,
+         body_contains=('"status":"not ready"', "model failed to load")),
+    Case("error-server-livez", "error_server", "GET", "/livez", body_exact=b'{"status":"alive"}\n'),
     # routing errors
     Case(
         "unknown-route",

@@ -81,6 +81,8 @@ class Request:
     query: QueryDict
     body: bytes
     request_id: str = ""
+    client: str = "-"
+    """Client address as the server saw it (for the access log)."""
 
     def __post_init__(self) -> None:
         if not self.request_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -45,6 +46,10 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("chat", ("/chat/completions", "/v1/chat/completions"), ("POST",), "chat", blocking=True),
     Route("get_supported_llm_models", ("/models", "/v1/models"), ("GET",), "models", blocking=True),
+    Route("livez", ("/livez",), ("GET",), "livez", error_server=False),
+    Route("readyz", ("/readyz",), ("GET",), "readyz", error_server=False),
+    Route("startupz", ("/startupz",), ("GET",), "startupz", error_server=False),
+    Route("metrics", ("/metrics",), ("GET",), "metrics", error_server=False),
     Route(
         "forward_request",
         ("/directAccess/{path:path}", "/nim/{path:path}"),
@@ -80,3 +85,28 @@ def allowed_methods(path: str, prefix: str) -> list[str] | None:
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)
+
+
+@functools.lru_cache(maxsize=8)
+def _template_index(prefix: str) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for route in ROUTES:
+        for declared in route.paths:
+            if not declared.endswith("{path:path}"):
+                for path in path_variants(declared, prefix):
+                    index.setdefault(path, declared)
+    return index
+
+
+def template_for(path: str, prefix: str) -> str:
+    """The declared path a concrete path belongs to (the metrics' ``endpoint``), or unmatched."""
+    found = _template_index(prefix).get(path)
+    if found is not None:
+        return found
+    for route in ROUTES:
+        for declared in route.paths:
+            if declared.endswith("{path:path}"):
+                head = prefix + declared[: -len("{path:path}")]
+                if path.startswith(head) and len(path) > len(head):
+                    return declared
+    return "unmatched"

@@ -37,10 +37,12 @@ from tandem.errors import (
     UnprocessableInput,
 )
 from tandem.metadata import read_metadata
+from tandem.observability.logs import ACCESS_LOGGER, access_line
 from tandem.settings import ServeSettings
 from tandem.version import DRUM_COMPAT_VERSION, __version__
 
 logger = logging.getLogger("tandem.server")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 SAMPLES_MESSAGE = (
     "Samples should be provided as:   - a csv or mtx under `{}` form-data param key.  - binary data"
@@ -91,6 +93,19 @@ class PredictionService:
         self.model = model
         self.load_error = load_error
         self.timings = Timings()
+        from tandem.observability.metrics import IN_PROGRESS, Metrics
+
+        self.metric_set = Metrics(
+            settings.server.framework,
+            {
+                "target_type": settings.target_type,
+                "code_dir": str(settings.code_dir),
+                "predictor": (model.predictor_name if model else None) or "hooks",
+                "process_server": settings.server.process_server,
+                "loaded": "true" if model is not None else "false",
+            },
+        )
+        self._in_progress = IN_PROGRESS
 
     @classmethod
     def load(cls, settings: ServeSettings) -> PredictionService:
@@ -110,9 +125,16 @@ class PredictionService:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def handle(self, route: Route, request: Request, **params: str) -> Response:
-        """Run one route's handler and turn any exception into the matching response."""
+    def handle(
+        self, route: Route, request: Request, template: str | None = None, **params: str
+    ) -> Response:
+        """Run one route's handler and turn any exception into the matching response.
+
+        ``template`` is the declared path that matched (the metrics' ``endpoint`` label).
+        """
         started = time.perf_counter()
+        if route.blocking:
+            self._in_progress.inc()
         try:
             if self.load_error is not None and route.error_server:
                 response = self._error_server(route)
@@ -122,14 +144,31 @@ class PredictionService:
             if not isinstance(exc, (ModelError, UnprocessableInput, NotSupported, BadRequest)):
                 logger.exception("Request %s %s failed", request.method, request.path)
             response = error_response(exc)
+        finally:
+            if route.blocking:
+                self._in_progress.dec()
         elapsed = time.perf_counter() - started
         if route.blocking and self.settings.show_perf:
             self.timings.add(elapsed)
-        return self.finish(request, response, elapsed)
+        return self.finish(request, response, elapsed, template or route.paths[0])
 
-    def finish(self, request: Request, response: Response, elapsed: float) -> Response:
-        """Add the headers every response carries and log failures as DRUM does."""
+    def finish(
+        self, request: Request, response: Response, elapsed: float, endpoint: str
+    ) -> Response:
+        """Add the headers every response carries; count, and log, the request."""
         response.headers.extend(standard_headers(request.request_id))
+        self.metric_set.observe(request.method, endpoint, response.status, elapsed)
+        size = len(response.body) if isinstance(response.body, bytes) else None
+        text, fields = access_line(
+            request.client,
+            request.method,
+            request.path,
+            response.status,
+            size,
+            elapsed,
+            request.request_id,
+        )
+        access_logger.info(text, extra=fields)
         if response.status >= 400:
             logger.info(
                 "API [%s %s] request time: %.3f sec, request_id: %s",
@@ -142,15 +181,17 @@ class PredictionService:
 
     def not_found(self, request: Request) -> Response:
         """Answer an unknown path."""
-        return self.finish(request, message("ERROR: Not Found", 404), 0.0)
+        return self.finish(request, message("ERROR: Not Found", 404), 0.0, "unmatched")
 
-    def method_not_allowed(self, request: Request, allowed: list[str]) -> Response:
+    def method_not_allowed(
+        self, request: Request, allowed: list[str], endpoint: str = "unmatched"
+    ) -> Response:
         """Answer a known path called with the wrong method."""
         response = message("ERROR: Method Not Allowed", 405)
         response.headers.append(("Allow", ", ".join(allowed)))
-        return self.finish(request, response, 0.0)
+        return self.finish(request, response, 0.0, endpoint)
 
-    def too_large(self, request: Request) -> Response:
+    def too_large(self, request: Request, endpoint: str = "unmatched") -> Response:
         """Answer a body over the size limit."""
         return self.finish(
             request,
@@ -160,6 +201,7 @@ class PredictionService:
                 )
             ),
             0.0,
+            endpoint,
         )
 
     def _error_server(self, route: Route) -> Response:
@@ -177,6 +219,31 @@ class PredictionService:
     def health(self, request: Request) -> Response:
         """``/health/``."""
         return message("OK", 200)
+
+    def livez(self, request: Request) -> Response:
+        """``/livez``: the process answers (Kubernetes liveness)."""
+        return json_response({"status": "alive"})
+
+    def readyz(self, request: Request) -> Response:
+        """``/readyz``: 200 only when a model is loaded and requests can be scored."""
+        if self.model is None:
+            return json_response(
+                {"reason": f"model failed to load: {self.load_error}", "status": "not ready"},
+                503,
+            )
+        return json_response({"status": "ready"})
+
+    def startupz(self, request: Request) -> Response:
+        """``/startupz``: start-up finished (the model is loaded)."""
+        if self.model is None:
+            return json_response({"model_loaded": False, "status": "failed"}, 503)
+        return json_response({"model_loaded": True, "status": "started"})
+
+    def metrics(self, request: Request) -> Response:
+        """``/metrics``: Prometheus text format for the whole server."""
+        from tandem.observability.metrics import CONTENT_TYPE
+
+        return Response(200, self.metric_set.render(), CONTENT_TYPE)
 
     def info(self, request: Request) -> Response:
         """``/info/``: model and server description."""

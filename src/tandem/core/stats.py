@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from tandem.observability.state import Events, server_processes, state_dir
 
 _MIB = 1024 * 1024
 #: cgroup v1 reports "no limit" as this (2^63 rounded down to a page).
@@ -58,10 +59,42 @@ def _mib(value: int | None) -> float | None:
     return None if value is None else round(value / _MIB, 2)
 
 
+_procs: dict[int, psutil.Process] = {}
+
+
+def _tracked(proc: psutil.Process) -> psutil.Process:
+    """Reuse Process objects so ``cpu_percent`` measures since the previous call."""
+    known = _procs.get(proc.pid)
+    if known is None or not known.is_running():
+        _procs[proc.pid] = known = proc
+    return known
+
+
 def stats_document(timing: dict[str, Any]) -> dict[str, Any]:
-    """Build the ``/stats/`` body for the current process."""
-    proc = psutil.Process(os.getpid())
-    rss = proc.memory_info().rss
+    """Build the ``/stats/`` body for the whole server (supervisor and every worker)."""
+    master, workers = server_processes()
+    entries = []
+    worker_rows = []
+    total_rss = 0
+    for role, raw in [("master", master)] + [("worker", w) for w in workers]:
+        proc = _tracked(raw)
+        try:
+            rss = proc.memory_info().rss
+            entry = {
+                "cmdline": proc.cmdline(),
+                "cpu_percent": proc.cpu_percent(interval=None),
+                "mem": _mib(rss),
+                "pid": proc.pid,
+                "role": role if workers else "server",
+            }
+        except psutil.Error:
+            continue
+        total_rss += rss
+        entries.append(entry)
+        if role == "worker":
+            worker_rows.append({"pid": proc.pid, "rss": _mib(rss)})
+    if not workers:
+        worker_rows.append({"pid": master.pid, "rss": entries[0]["mem"] if entries else None})
     vm = psutil.virtual_memory()
     cont = container_memory()
     limit = cont["limit"]
@@ -69,23 +102,22 @@ def stats_document(timing: dict[str, Any]) -> dict[str, Any]:
         avail = free = _mib(max(limit - cont["used"], 0))
     else:
         avail, free = _mib(vm.available), _mib(vm.free)
+    events = Events(state_dir()).read()
     return {
-        "drum_info": [
-            {
-                "cmdline": proc.cmdline(),
-                "cpu_percent": proc.cpu_percent(interval=None),
-                "mem": _mib(rss),
-                "pid": proc.pid,
-            }
-        ],
+        "drum_info": entries,
         "mem_info": {
             "avail": avail,
             "container_limit": _mib(limit),
             "container_max_used": _mib(cont["max_used"]),
             "container_used": _mib(cont["used"]),
-            "drum_rss": _mib(rss),
+            "drum_rss": _mib(total_rss),
             "free": free,
             "total": _mib(vm.total),
         },
         "time_info": {"run_predictor_total": timing},
+        "worker_info": {
+            "oom_kills": events["oom_kills"],
+            "worker_restarts": events["worker_restarts"],
+            "workers": worker_rows,
+        },
     }

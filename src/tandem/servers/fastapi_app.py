@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +24,7 @@ from starlette.routing import Route as StarletteRoute
 from tandem.core.http import Headers, QueryDict
 from tandem.core.http import Request as CoreRequest
 from tandem.core.http import Response as CoreResponse
-from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants
+from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants, template_for
 from tandem.core.service import PredictionService
 from tandem.servers.extensions import load_extension
 
@@ -57,6 +56,7 @@ def _core_request(request: Request, body: bytes = b"") -> CoreRequest:
         headers=Headers.from_pairs(request.headers.items()),
         query=QueryDict(request.query_params.multi_items()),
         body=body,
+        client=request.client.host if request.client else "-",
     )
 
 
@@ -85,20 +85,22 @@ async def _drain(chunks: Iterator[bytes], executor: ThreadPoolExecutor) -> Async
         yield chunk  # type: ignore[misc]
 
 
-def _endpoint(service: PredictionService, route: Route, executor: ThreadPoolExecutor) -> Any:
+def _endpoint(
+    service: PredictionService, route: Route, declared: str, executor: ThreadPoolExecutor
+) -> Any:
     limit = service.settings.max_body_size
 
     async def endpoint(request: Request) -> Response:
         try:
             body = await _read_body(request, limit) if request.method in ("POST", "PUT") else b""
         except _TooLarge:
-            return _to_starlette(service.too_large(_core_request(request)), executor)
+            return _to_starlette(service.too_large(_core_request(request), declared), executor)
         core = _core_request(request, body)
         if route.blocking:
-            call = functools.partial(service.handle, route, core, **request.path_params)
+            call = functools.partial(service.handle, route, core, declared, **request.path_params)
             resp = await asyncio.get_running_loop().run_in_executor(executor, call)
         else:
-            resp = service.handle(route, core, **request.path_params)
+            resp = service.handle(route, core, declared, **request.path_params)
         return _to_starlette(resp, executor)
 
     return endpoint
@@ -114,8 +116,8 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
     app.state.executor = executor
     prefix = settings.url_prefix
     for route in ROUTES:
-        endpoint = _endpoint(service, route, executor)
         for declared in route.paths:
+            endpoint = _endpoint(service, route, declared, executor)
             for path in path_variants(declared, prefix):
                 app.router.routes.append(
                     StarletteRoute(path, endpoint, methods=list(route.methods), name=route.name)
@@ -128,7 +130,8 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
             return _to_starlette(service.not_found(core), executor)
         if exc.status_code == 405:
             allowed = allowed_methods(request.url.path, prefix) or []
-            return _to_starlette(service.method_not_allowed(core, allowed), executor)
+            endpoint = template_for(request.url.path, prefix)
+            return _to_starlette(service.method_not_allowed(core, allowed, endpoint), executor)
         return Response(
             json.dumps({"message": f"ERROR: {exc.detail}"}).encode(),
             status_code=exc.status_code,
@@ -138,11 +141,3 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
     if load_extensions and service.load_error is None:
         load_extension(settings, app)
     return app
-
-
-def app_from_env() -> FastAPI:
-    """Factory for uvicorn's multi-process mode: rebuild settings from the serialised CLI."""
-    from tandem.settings import build_settings
-
-    cli = json.loads(os.environ["TANDEM_CLI_OPTIONS"])
-    return create_app(PredictionService.load(build_settings(cli)))

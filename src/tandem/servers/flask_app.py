@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from tandem.core.http import Headers, QueryDict
 from tandem.core.http import Request as CoreRequest
 from tandem.core.http import Response as CoreResponse
-from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants
+from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants, template_for
 from tandem.core.service import PredictionService
 from tandem.servers.extensions import load_extension
 
@@ -22,6 +22,7 @@ def _core_request(body: bytes = b"") -> CoreRequest:
         headers=Headers.from_pairs(request.headers.items()),
         query=QueryDict(request.args.items(multi=True)),
         body=body,
+        client=request.remote_addr or "-",
     )
 
 
@@ -36,10 +37,15 @@ def _to_flask(resp: CoreResponse) -> Response:
     return out
 
 
-def _view(service: PredictionService, route: Route) -> Any:
+def _template(templates: dict[str, str]) -> str:
+    rule = request.url_rule
+    return templates.get(rule.rule, "unmatched") if rule is not None else "unmatched"
+
+
+def _view(service: PredictionService, route: Route, templates: dict[str, str]) -> Any:
     def view(**params: str) -> Response:
         body = request.get_data(cache=False) if request.method in ("POST", "PUT") else b""
-        return _to_flask(service.handle(route, _core_request(body), **params))
+        return _to_flask(service.handle(route, _core_request(body), _template(templates), **params))
 
     view.__name__ = route.name
     return view
@@ -51,12 +57,15 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Flas
     app = Flask("tandem")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     prefix = settings.url_prefix
+    templates: dict[str, str] = {}
     for route in ROUTES:
-        view = _view(service, route)
+        view = _view(service, route, templates)
         for declared in route.paths:
             for path in path_variants(declared, prefix):
+                rule = path.replace("{path:path}", "<path:path>")
+                templates[rule] = declared
                 app.add_url_rule(
-                    path.replace("{path:path}", "<path:path>"),
+                    rule,
                     endpoint=f"model_api.{route.name}",
                     view_func=view,
                     methods=list(route.methods),
@@ -70,11 +79,11 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Flas
         if exc.code == 404:
             return _to_flask(service.not_found(req))
         if exc.code == 405:
-            return _to_flask(
-                service.method_not_allowed(req, allowed_methods(request.path, prefix) or [])
-            )
+            allowed = allowed_methods(request.path, prefix) or []
+            endpoint = template_for(request.path, prefix)
+            return _to_flask(service.method_not_allowed(req, allowed, endpoint))
         if exc.code == 413:
-            return _to_flask(service.too_large(req))
+            return _to_flask(service.too_large(req, template_for(request.path, prefix)))
         return exc.get_response()
 
     if load_extensions and service.load_error is None:

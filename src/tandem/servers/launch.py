@@ -1,21 +1,18 @@
-"""Starting a server process: Flask's own server, Gunicorn, or Uvicorn."""
+"""Starting a server process: Flask's own server, Gunicorn, or Uvicorn under Tandem's supervisor."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import sys
 from typing import Any
 
-from tandem.core.service import PredictionService
+from tandem.observability.state import prepare_state_dir
 from tandem.runtime_params import Params
 from tandem.servers.extensions import check_extensions
 from tandem.settings import ServeSettings
 
 start_log = logging.getLogger("tandem.start")
-start_log.setLevel(logging.INFO)
 
 
 def startup_line(settings: ServeSettings) -> str:
@@ -30,9 +27,11 @@ def startup_line(settings: ServeSettings) -> str:
     )
 
 
-def serve(settings: ServeSettings, cli: dict[str, Any]) -> None:
-    """Load the model (unless workers load it themselves) and serve until stopped."""
+def serve(settings: ServeSettings) -> int:
+    """Load the model once, then serve until stopped. Returns the process exit status."""
     check_extensions(settings)
+    # Before anything imports prometheus_client: it picks multi-process mode at import time.
+    prepare_state_dir()
     server_type = settings.server.server_type
     if server_type == "flask":
         if settings.workers > 1:
@@ -42,19 +41,24 @@ def serve(settings: ServeSettings, cli: dict[str, Any]) -> None:
                 "per request here, about 14 times slower).",
                 settings.workers,
             )
-        _serve_werkzeug(settings)
-    elif server_type == "gunicorn":
-        _serve_gunicorn(settings)
-    else:
-        _serve_uvicorn(settings, cli)
+        return _serve_werkzeug(settings)
+    if server_type == "gunicorn":
+        return _serve_gunicorn(settings)
+    return _serve_uvicorn(settings)
 
 
-def _serve_werkzeug(settings: ServeSettings) -> None:
+def _load_service(settings: ServeSettings) -> Any:
+    from tandem.core.service import PredictionService
+
+    return PredictionService.load(settings)
+
+
+def _serve_werkzeug(settings: ServeSettings) -> int:
     from werkzeug.serving import make_server
 
     from tandem.servers.flask_app import create_app
 
-    app = create_app(PredictionService.load(settings))
+    app = create_app(_load_service(settings))
     server = make_server(settings.host, settings.port, app, threaded=False, processes=1)
     start_log.info(startup_line(settings))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -64,16 +68,45 @@ def _serve_werkzeug(settings: ServeSettings) -> None:
         pass
     finally:
         server.server_close()
+    return 0
 
 
-def _serve_gunicorn(settings: ServeSettings) -> None:
+def _serve_gunicorn(settings: ServeSettings) -> int:
     from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
 
     from tandem.servers.flask_app import create_app
+    from tandem.servers.supervisor import (
+        OOM_EXIT_STATUS,
+        classify_exit,
+        report_exit,
+        start_heartbeat,
+    )
 
     # Load once in the master, before fork: workers share the model's pages copy-on-write.
-    app = create_app(PredictionService.load(settings))
+    app = create_app(_load_service(settings))
     params = Params()
+
+    class _PropagatingLogger(Logger):  # type: ignore[misc]
+        """Gunicorn's own lines go through Tandem's root handler (one format, JSON or not)."""
+
+        def setup(self, cfg: Any) -> None:
+            for log in (self.error_log, self.access_log):
+                log.handlers[:] = []
+                log.propagate = True
+
+    def post_fork(server: Any, worker: Any) -> None:
+        worker.tandem_heartbeat = start_heartbeat()
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        beat = getattr(worker, "tandem_heartbeat", None)
+        if beat is not None:
+            beat.stop(clean=True)
+
+    def child_exit(server: Any, worker: Any) -> None:
+        if report_exit(classify_exit(worker.pid, None), restarting=True):
+            server.halt(reason="a worker was OOM-killed", exit_status=OOM_EXIT_STATUS)
+
     options: dict[str, Any] = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
@@ -85,9 +118,13 @@ def _serve_gunicorn(settings: ServeSettings) -> None:
         ),
         "backlog": params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
         "max_requests": params.int("DRUM_GUNICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000),
-        "loglevel": settings.logging_level if settings.logging_level != "all" else "debug",
+        "loglevel": "info",
         "accesslog": None,
+        "logger_class": _PropagatingLogger,
         "proc_name": "tandem",
+        "post_fork": post_fork,
+        "worker_exit": worker_exit,
+        "child_exit": child_exit,
     }
 
     class _Application(BaseApplication):  # type: ignore[misc]
@@ -100,30 +137,40 @@ def _serve_gunicorn(settings: ServeSettings) -> None:
 
     start_log.info(startup_line(settings))
     _Application().run()
+    return 0
 
 
-def _serve_uvicorn(settings: ServeSettings, cli: dict[str, Any]) -> None:
+def _serve_uvicorn(settings: ServeSettings) -> int:
     import uvicorn
 
-    params = Params()
-    kwargs: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "server_header": False,
-        "access_log": False,
-        "log_level": "info" if settings.logging_level in ("debug", "info", "all") else "warning",
-        "timeout_keep_alive": params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
-        "backlog": params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
-    }
-    if settings.workers == 1:
-        from tandem.servers.fastapi_app import create_app
+    from tandem.servers.fastapi_app import create_app
+    from tandem.servers.supervisor import PreforkSupervisor
 
-        app = create_app(PredictionService.load(settings))
-        start_log.info(startup_line(settings))
-        uvicorn.Server(uvicorn.Config(app, **kwargs)).run()
-        return
-    os.environ["TANDEM_CLI_OPTIONS"] = json.dumps(cli)
-    start_log.info(startup_line(settings))
-    uvicorn.run(
-        "tandem.servers.fastapi_app:app_from_env", factory=True, workers=settings.workers, **kwargs
+    params = Params()
+    # Built before fork, like Gunicorn's preload: workers share the model copy-on-write.
+    app = create_app(_load_service(settings))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        server_header=False,
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
+        backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
     )
+    sock = config.bind_socket()
+
+    def run_worker(listener: Any) -> None:
+        uvicorn.Server(config).run(sockets=[listener])
+
+    start_log.info(startup_line(settings))
+    supervisor = PreforkSupervisor(
+        settings.workers,
+        sock,
+        run_worker,
+        graceful_timeout=float(
+            params.int("DRUM_UVICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=3600) or 30
+        ),
+    )
+    return supervisor.run()

@@ -1,0 +1,135 @@
+"""Prometheus metrics, identical in name, labels and meaning on every stack.
+
+With several worker processes prometheus-client's multi-process mode is used (the launcher
+sets ``PROMETHEUS_MULTIPROC_DIR`` before this module is imported), so a scrape answered by any
+worker covers the whole server. Memory, restarts, OOM kills and the model info are computed at
+scrape time by a custom collector from the server's processes and the supervisor's events.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from tandem.observability.state import Events, server_processes, state_dir
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: 1 ms to 60 s.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+_registry = CollectorRegistry()
+
+REQUESTS = Counter(
+    "drum_requests_total",
+    "HTTP requests answered, by route template and status.",
+    ["method", "endpoint", "status", "server_type"],
+    registry=_registry,
+)
+DURATION = Histogram(
+    "drum_request_duration_seconds",
+    "Time to produce the response (streams: until the first byte is ready).",
+    ["endpoint", "server_type"],
+    buckets=BUCKETS,
+    registry=_registry,
+)
+IN_PROGRESS = Gauge(
+    "drum_predictions_in_progress",
+    "Model requests (predict, transform, unstructured, chat) being handled now.",
+    multiprocess_mode="livesum",
+    registry=_registry,
+)
+RECORDING_DROPPED = Counter(
+    "drum_recording_dropped",
+    "Recorded requests dropped because the queue was full or the disk write failed.",
+    registry=_registry,
+)
+
+
+class ServerCollector(Collector):
+    """Scrape-time metrics about the server as a whole."""
+
+    def __init__(self, server_type: str, model_info: dict[str, str]) -> None:
+        self.server_type = server_type
+        self.model_info = model_info
+
+    def collect(self) -> Iterator[Any]:
+        master, workers = server_processes()
+        rss = vms = 0
+        for proc in [master, *workers]:
+            try:
+                mem = proc.memory_info()
+            except psutil.Error:
+                continue
+            rss += mem.rss
+            vms += mem.vms
+        memory = GaugeMetricFamily(
+            "drum_memory_bytes", "Memory of all server processes.", labels=["type", "server_type"]
+        )
+        memory.add_metric(["rss", self.server_type], rss)
+        memory.add_metric(["vms", self.server_type], vms)
+        yield memory
+        workers_g = GaugeMetricFamily(
+            "drum_workers", "Worker processes currently alive.", labels=["server_type"]
+        )
+        workers_g.add_metric([self.server_type], max(len(workers), 1))
+        yield workers_g
+        events = Events(state_dir()).read()
+        restarts = CounterMetricFamily(
+            "drum_worker_restarts",
+            "Worker processes replaced since start.",
+            labels=["server_type"],
+        )
+        restarts.add_metric([self.server_type], events["worker_restarts"])
+        yield restarts
+        ooms = CounterMetricFamily(
+            "drum_oom_kills",
+            "Worker processes killed by SIGKILL (OOM) since start.",
+            labels=["server_type"],
+        )
+        ooms.add_metric([self.server_type], events["oom_kills"])
+        yield ooms
+        info = InfoMetricFamily("drum_model", "The model being served.")
+        info.add_metric([], self.model_info)
+        yield info
+
+
+class Metrics:
+    """The request-side metric API the core calls, bound to one server type."""
+
+    def __init__(self, server_type: str, model_info: dict[str, str]) -> None:
+        self.server_type = server_type
+        self._collector = ServerCollector(server_type, model_info)
+
+    def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        REQUESTS.labels(method, endpoint, str(status), self.server_type).inc()
+        DURATION.labels(endpoint, self.server_type).observe(seconds)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition for the whole server."""
+        registry = CollectorRegistry()
+        if MULTIPROCESS:
+            MultiProcessCollector(registry)
+        else:
+            for collector in (REQUESTS, DURATION, IN_PROGRESS, RECORDING_DROPPED):
+                registry.register(collector)
+        registry.register(self._collector)
+        return generate_latest(registry)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (supervisor side)."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

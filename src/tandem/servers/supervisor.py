@@ -1,0 +1,174 @@
+"""Worker supervision shared by the Gunicorn hooks and Tandem's pre-fork Uvicorn supervisor.
+
+A worker writes a heartbeat file (pid, RSS) while it lives and removes it on a clean exit. When
+a worker dies the supervisor classifies the exit, logs it with the last RSS, counts it, and
+either replaces the worker or, with ``DRUM_EXIT_ON_OOM``, stops the whole server non-zero so an
+orchestrator sees the OOM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tandem.observability.metrics import mark_worker_dead
+from tandem.observability.state import Events, Heartbeat, WorkerExit, last_rss, state_dir
+
+logger = logging.getLogger("tandem.supervisor")
+
+#: Exit status of a server stopped because a worker was OOM-killed (as if SIGKILLed itself).
+OOM_EXIT_STATUS = 137
+
+
+def start_heartbeat() -> Heartbeat | None:
+    """Start this worker's heartbeat (worker side)."""
+    root = state_dir()
+    if root is None:
+        return None
+    beat = Heartbeat(root)
+    beat.start()
+    return beat
+
+
+def classify_exit(pid: int, status: int | None) -> WorkerExit:
+    """Describe a worker's exit from its wait status (None when unknown, as under Gunicorn)."""
+    root = state_dir()
+    rss = last_rss(root, pid)
+    if status is not None and os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return WorkerExit(pid, sig == signal.SIGKILL, rss, f"killed by {name}")
+    if status is not None and os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        return WorkerExit(pid, False, rss, f"exited with status {code}", clean=code == 0)
+    # Under Gunicorn the status is not available: a heartbeat file left behind means the worker
+    # did not shut down cleanly, which for a sync worker means it was SIGKILLed.
+    killed = rss is not None
+    if killed:
+        return WorkerExit(pid, True, rss, "killed (no clean shutdown)")
+    return WorkerExit(pid, False, rss, "exited", clean=True)
+
+
+def report_exit(exit_: WorkerExit, restarting: bool) -> bool:
+    """Log and count a worker exit. Returns True when the server must stop (exit on OOM)."""
+    mark_worker_dead(exit_.pid)
+    if exit_.clean:
+        return False
+    counts = Events(state_dir()).record(exit_, restarted=restarting)
+    rss_mb = f"{exit_.last_rss / 1048576:.1f} MiB" if exit_.last_rss is not None else "unknown"
+    if exit_.killed:
+        logger.error(
+            "Worker %d was %s (likely out of memory); last RSS %s; OOM kills so far: %d",
+            exit_.pid,
+            exit_.detail,
+            rss_mb,
+            counts["oom_kills"],
+        )
+        from tandem.runtime_params import Params
+
+        if Params().bool("DRUM_EXIT_ON_OOM", False):
+            logger.error(
+                "DRUM_EXIT_ON_OOM is set: stopping the server with status %d", OOM_EXIT_STATUS
+            )
+            return True
+    else:
+        logger.error("Worker %d %s; last RSS %s", exit_.pid, exit_.detail, rss_mb)
+    return False
+
+
+@dataclass
+class PreforkSupervisor:
+    """Fork ``workers`` children that serve one listening socket; replace any that die.
+
+    The app (and so the model) is built before fork, so workers share its memory copy-on-write.
+    """
+
+    workers: int
+    sock: socket.socket
+    run_worker: Callable[[socket.socket], None]
+    graceful_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.children: dict[int, float] = {}
+        self._stopping = False
+        self._exit_status = 0
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                beat = start_heartbeat()
+                self.run_worker(self.sock)
+                if beat is not None:
+                    beat.stop(clean=True)
+            except BaseException:  # noqa: BLE001 - the child must never return into the parent
+                logger.exception("worker %d crashed", os.getpid())
+                status = 1
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        self.children[pid] = time.monotonic()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT; returns the server's exit status."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for _ in range(self.workers):
+            self._spawn()
+        while not self._stopping:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = 0, 0
+            if pid == 0:
+                time.sleep(0.1)
+                continue
+            started = self.children.pop(pid, None)
+            if started is None:
+                continue
+            exit_ = classify_exit(pid, status)
+            if report_exit(exit_, restarting=True):
+                self._exit_status = OOM_EXIT_STATUS
+                break
+            if time.monotonic() - started < 1.0:
+                time.sleep(1.0)  # a worker that dies at once must not spin the CPU
+            self._spawn()
+        self._shutdown()
+        return self._exit_status
+
+    def _shutdown(self) -> None:
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self.graceful_timeout
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+                continue
+            self.children.pop(pid, None)
+            mark_worker_dead(pid)
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.children.clear()
+        sys.stdout.flush()
