@@ -7,7 +7,6 @@ options are merged here (a flag on the command line always wins).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -114,16 +113,6 @@ def merge_env(
     return options
 
 
-def configure_logging(level: str) -> None:
-    """Root logging in one format for every stack."""
-    numeric = {"all": logging.DEBUG, "warn": logging.WARNING, "fatal": logging.CRITICAL}.get(
-        level, getattr(logging, level.upper(), logging.WARNING)
-    )
-    logging.basicConfig(
-        level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-
-
 def _server(options: dict[str, Any]) -> int:
     from tandem.settings import build_settings
 
@@ -140,8 +129,7 @@ def _server(options: dict[str, Any]) -> int:
         return 0
     from tandem.servers.launch import serve
 
-    serve(settings, options)
-    return 0
+    return serve(settings)
 
 
 def _score(options: dict[str, Any]) -> int:
@@ -150,11 +138,11 @@ def _score(options: dict[str, Any]) -> int:
     from tandem.settings import build_settings
 
     options.setdefault("address", None)
+    path = Path(options["input"])
+    data = _read_file(path, "--input")
     settings = build_settings(options)
     service = PredictionService.load(settings)
     assert service.model is not None
-    path = Path(options["input"])
-    data = path.read_bytes()
     out_path = options.get("output")
     if settings.target_type == "unstructured":
         from tandem.core.service import _unstructured_response
@@ -170,13 +158,20 @@ def _score(options: dict[str, Any]) -> int:
     mimetype = MTX_MIMETYPE if path.suffix == ".mtx" else "text/csv"
     colnames = None
     if options.get("sparse_column_file"):
-        colnames = read_sparse_colnames(Path(options["sparse_column_file"]).read_bytes())
+        colnames = read_sparse_colnames(
+            _read_file(Path(options["sparse_column_file"]), "--sparse-column-file")
+        )
     result = service.model.predict(data, mimetype, None, colnames)
     frame = result.predictions
     if out_path and out_path.endswith(".json"):
         body = (
             '{"predictions":'
             + (frame["Predictions"] if len(frame.columns) == 1 else frame).to_json(orient="records")
+            + (
+                ',"extraModelOutput":' + result.extra.to_json(orient="split")
+                if result.extra is not None
+                else ""
+            )
             + "}"
         ).encode()
         _write(out_path, body)
@@ -185,6 +180,14 @@ def _score(options: dict[str, Any]) -> int:
         frame = frame.join(result.extra)
     _write(out_path, frame.to_csv(index=False).encode("utf-8"))
     return 0
+
+
+def _read_file(path: Path, flag: str) -> bytes:
+    """Read an input file named by ``flag``; a missing or unreadable file is a ConfigError."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def _write(path: str | None, data: bytes) -> None:
@@ -201,7 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         options = merge_env(args, os.environ)
-        configure_logging(options["logging_level"])
+        from tandem.observability.logs import configure_logging
+        from tandem.runtime_params import Params
+
+        configure_logging(options["logging_level"], Params().bool("DRUM_JSON_LOGGING", False))
         if args.command == "server":
             return _server(options)
         return _score(options)
