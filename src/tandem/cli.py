@@ -7,6 +7,7 @@ options are merged here (a flag on the command line always wins).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,12 @@ ENV_FLAGS = {
     "show_stacktrace": "SHOW_STACKTRACE",
 }
 _TRUTHY = {"1", "true", "yes", "y", "t", "on"}
+
+#: Subcommands that live in their own modules. Each module defines
+#: ``add_parser(subparsers) -> None`` (registering one subcommand whose ``dest`` command name is
+#: the key) and ``run(args: argparse.Namespace) -> int``. Keep their top-level imports light:
+#: the parser is built on every start of ``tandem server``.
+PLUGINS: dict[str, str] = {}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", required=True, help="CSV or .mtx file to score")
     score.add_argument("--output", help="output file (.json for the server's JSON, else CSV)")
     score.add_argument("--sparse-column-file", help="column names for a .mtx input")
+    for module in PLUGINS.values():
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -164,17 +173,9 @@ def _score(options: dict[str, Any]) -> int:
     result = service.model.predict(data, mimetype, None, colnames)
     frame = result.predictions
     if out_path and out_path.endswith(".json"):
-        body = (
-            '{"predictions":'
-            + (frame["Predictions"] if len(frame.columns) == 1 else frame).to_json(orient="records")
-            + (
-                ',"extraModelOutput":' + result.extra.to_json(orient="split")
-                if result.extra is not None
-                else ""
-            )
-            + "}"
-        ).encode()
-        _write(out_path, body)
+        from tandem.core.service import render_predictions
+
+        _write(out_path, render_predictions(result))
         return 0
     if result.extra is not None:
         frame = frame.join(result.extra)
@@ -202,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tandem`` and ``drum`` console scripts."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in PLUGINS:
+        from tandem.observability.logs import configure_logging
+
+        configure_logging(getattr(args, "logging_level", None) or "warning", False)
+        return int(importlib.import_module(PLUGINS[args.command]).run(args))
     try:
         options = merge_env(args, os.environ)
         from tandem.observability.logs import configure_logging

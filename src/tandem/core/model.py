@@ -238,6 +238,17 @@ class LoadedModel:
     ) -> StructuredResult:
         """read_input_data -> transform -> score (or built-in predictor) -> post_process."""
         frame = self.read_input(data, mimetype, sparse_colnames)
+        return self.predict_frame(frame, data, mimetype, charset, sparse_colnames)
+
+    def predict_frame(
+        self,
+        frame: Any,
+        data: bytes,
+        mimetype: str | None,
+        charset: str | None,
+        sparse_colnames: list[str] | None,
+    ) -> StructuredResult:
+        """Everything after reading the input: transform, score, post_process, validation."""
         transform = self.hooks.get("transform")
         if transform is not None:
             try:

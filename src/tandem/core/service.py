@@ -25,7 +25,7 @@ from tandem.core.http import (
     standard_headers,
 )
 from tandem.core.marshal import PRED_COLUMN
-from tandem.core.model import LoadedModel
+from tandem.core.model import LoadedModel, StructuredResult
 from tandem.core.routes import Route
 from tandem.core.stats import stats_document
 from tandem.errors import (
@@ -106,6 +106,12 @@ class PredictionService:
             },
         )
         self._in_progress = IN_PROGRESS
+        from tandem.observability.recording import RECORDED_ROUTES, Recorder
+        from tandem.observability.tracing import Tracing
+
+        self.tracing = Tracing.from_env(settings)
+        self.recorder = Recorder.from_env(settings)
+        self._recorded_routes = RECORDED_ROUTES
 
     @classmethod
     def load(cls, settings: ServeSettings) -> PredictionService:
@@ -133,24 +139,30 @@ class PredictionService:
         ``template`` is the declared path that matched (the metrics' ``endpoint`` label).
         """
         started = time.perf_counter()
+        template = template or route.paths[0]
         if route.blocking:
             self._in_progress.inc()
-        try:
-            if self.load_error is not None and route.error_server:
-                response = self._error_server(route)
-            else:
-                response = getattr(self, route.handler)(request, **params)
-        except Exception as exc:
-            if not isinstance(exc, (ModelError, UnprocessableInput, NotSupported, BadRequest)):
-                logger.exception("Request %s %s failed", request.method, request.path)
-            response = error_response(exc)
-        finally:
-            if route.blocking:
-                self._in_progress.dec()
+        with self.tracing.request_span(request, route, template) as span:
+            try:
+                if self.load_error is not None and route.error_server:
+                    response = self._error_server(route)
+                else:
+                    response = getattr(self, route.handler)(request, **params)
+            except Exception as exc:
+                if not isinstance(exc, (ModelError, UnprocessableInput, NotSupported, BadRequest)):
+                    logger.exception("Request %s %s failed", request.method, request.path)
+                response = error_response(exc)
+            finally:
+                if route.blocking:
+                    self._in_progress.dec()
+            span.finish(response)
         elapsed = time.perf_counter() - started
         if route.blocking and self.settings.show_perf:
             self.timings.add(elapsed)
-        return self.finish(request, response, elapsed, template or route.paths[0])
+        response = self.finish(request, response, elapsed, template)
+        if self.recorder is not None and route.name in self._recorded_routes:
+            self.recorder.record(route, request, response, elapsed)
+        return response
 
     def finish(
         self, request: Request, response: Response, elapsed: float, endpoint: str
@@ -331,15 +343,15 @@ class PredictionService:
                 "This model has target type 'unstructured', use the /predictUnstructured/ or "
                 "/predictionsUnstructured/ endpoint."
             )
-        data, mimetype, charset, colnames, _ = self._fetch(request, "X")
-        result = self._model.predict(data, mimetype, charset, colnames)
-        out: pd.DataFrame | pd.Series = result.predictions
-        if len(out.columns) == 1:
-            out = out[PRED_COLUMN]
-        body = '{"predictions":' + out.to_json(orient="records")
-        if result.extra is not None:
-            body += ',"extraModelOutput":' + result.extra.to_json(orient="split")
-        return Response(200, (body + "}").encode("utf-8"), JSON)
+        model = self._model
+        with self.tracing.child("parse", size=len(request.body)):
+            data, mimetype, charset, colnames, _ = self._fetch(request, "X")
+            frame = model.read_input(data, mimetype, colnames)
+        with self.tracing.child("score"):
+            result = model.predict_frame(frame, data, mimetype, charset, colnames)
+        with self.tracing.child("serialise"):
+            body = render_predictions(result)
+        return Response(200, body, JSON)
 
     # -- transform ---------------------------------------------------------------------------
 
@@ -463,6 +475,17 @@ class PredictionService:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def render_predictions(result: StructuredResult) -> bytes:
+    """DRUM's prediction body: pandas ``to_json`` records (10 decimals), plus extra output."""
+    out: pd.DataFrame | pd.Series = result.predictions
+    if len(out.columns) == 1:
+        out = out[PRED_COLUMN]
+    body = '{"predictions":' + out.to_json(orient="records")
+    if result.extra is not None:
+        body += ',"extraModelOutput":' + result.extra.to_json(orient="split")
+    return (body + "}").encode("utf-8")
 
 
 def _field(obj: Any, name: str) -> Any:
