@@ -228,7 +228,7 @@ def options_show_stacktrace(args: argparse.Namespace) -> bool:
     """Whether tracebacks should be shown for start-up failures."""
     return (
         bool(getattr(args, "show_stacktrace", False))
-        or os.environ.get("SHOW_STACKTRACE", "").lower() in _TRUTHY
+        or os.environ.get("SHOW_STACKTRACE", "").strip().lower() in _TRUTHY
     )
 
 

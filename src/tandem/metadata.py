@@ -14,11 +14,17 @@ METADATA_FILE = "model-metadata.yaml"
 _BOOL_KEYS = {"majorVersion"}
 
 
-def _to_bool(text: str, key: str) -> bool:
-    low = text.strip().lower()
-    if low in ("true", "yes", "on", "1"):
+#: strictyaml's ``Bool`` spellings (case-insensitive).
+_TRUE = ("yes", "true", "on", "1", "y")
+_FALSE = ("no", "false", "off", "0", "n")
+
+
+def _to_bool(text: Any, key: str) -> bool:
+    """Type a scalar as strictyaml's ``Bool`` does; anything else is a :class:`ConfigError`."""
+    low = text.strip().lower() if isinstance(text, str) else None
+    if low in _TRUE:
         return True
-    if low in ("false", "no", "off", "0"):
+    if low in _FALSE:
         return False
     raise ConfigError(f"{METADATA_FILE}: {key} must be a boolean, got {text!r}")
 
@@ -36,6 +42,8 @@ def read_metadata(code_dir: Path) -> dict[str, Any] | None:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
     if doc is None:
         return None
     if not isinstance(doc, dict):

@@ -54,7 +54,7 @@ def _validate_envelope(name: str, raw: str, doc: Any) -> Any:
             )
         try:
             float(payload)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise RuntimeParameterError(
                 f"Invalid runtime parameter! env_value={raw}, exception: value can't be "
                 "converted to float"
@@ -172,7 +172,7 @@ class Params:
         value, source = got
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RuntimeParameterError(
                 f"{source} has value {value!r}; expected a number"
             ) from None
@@ -197,11 +197,15 @@ class Params:
         minimum: int | None = None,
         maximum: int | None = None,
     ) -> int | None:
-        """An integer parameter checked against an inclusive range."""
+        """An integer parameter checked against an inclusive range.
+
+        A value that is not a whole number (``2.5``, ``inf``) fails with a message naming the
+        variable and the value as given.
+        """
         number = self.float(name, None, minimum=minimum, maximum=maximum)
         if number is None:
             return default
-        if number != int(number):
-            _, source = self.raw(name)  # type: ignore[misc]
-            raise RuntimeParameterError(f"{source} has value {number!r}; expected a whole number")
+        if not number.is_integer():
+            value, source = self.raw(name)  # type: ignore[misc]
+            raise RuntimeParameterError(f"{source} has value {value!r}; expected a whole number")
         return int(number)

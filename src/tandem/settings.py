@@ -27,6 +27,27 @@ TARGET_TYPES = (
     "multilabel",
 )
 CLASSIFICATION = ("binary", "multiclass", "multilabel")
+#: Targets whose prediction column is named by ``TARGET_NAME`` (DRUM reads it only for these).
+TARGET_NAME_TYPES = ("textgeneration", "vectordatabase", "agenticworkflow")
+
+#: DRUM's start-up errors for class labels (asserted verbatim by DRUM's functional tests).
+BINARY_LABELS_MISSING = (
+    "Positive/negative class labels are missing. They must be provided with either one: "
+    "--positive-class-label/--negative-class-label arguments, environment variables, model "
+    "config file."
+)
+BINARY_LABELS_MISMATCH = (
+    "Positive/negative class labels provided with command arguments or environment variable "
+    "don't match values from model config file. Use either one of them or make them match."
+)
+CLASS_LABELS_MISSING = (
+    "Class labels are missing. They must be provided with either one: "
+    "--class-labels/--class-labels-file arguments, environment variables, model config file."
+)
+CLASS_LABELS_MISMATCH = (
+    "Class labels provided with command arguments or environment variable don't match values "
+    "from model config file. Use either one of them or make them match."
+)
 
 #: Default request body limit (100 MiB, the migration plan's DRUM_FASTAPI_MAX_UPLOAD_SIZE).
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
@@ -123,7 +144,12 @@ def resolve_labels(
     cli: Mapping[str, Any],
     metadata: Mapping[str, Any] | None,
 ) -> tuple[str | None, str | None, tuple[str, ...] | None]:
-    """Class labels from CLI/env, else from metadata, with DRUM's checks."""
+    """Class labels from CLI/env, else from metadata, with DRUM's checks.
+
+    As in DRUM, labels given on the command line (or its environment variables) must agree with
+    ``inferenceModel`` in ``model-metadata.yaml`` when both are present: binary labels exactly,
+    ``classLabels`` as a set.
+    """
     inference = (metadata or {}).get("inferenceModel") or {}
     pos, neg = cli.get("positive_class_label"), cli.get("negative_class_label")
     labels: tuple[str, ...] | None = None
@@ -139,28 +165,30 @@ def resolve_labels(
             "--positive-class-label and --negative-class-label must be given together"
         )
     if target_type == "binary":
+        meta_pos = inference.get("positiveClassLabel")
+        meta_neg = inference.get("negativeClassLabel")
         if pos is None:
-            pos = inference.get("positiveClassLabel")
-            neg = inference.get("negativeClassLabel")
+            pos, neg = meta_pos, meta_neg
+        elif (
+            meta_pos is not None
+            and meta_neg is not None
+            and (str(pos), str(neg)) != (str(meta_pos), str(meta_neg))
+        ):
+            raise ConfigError(BINARY_LABELS_MISMATCH)
         if pos is None or neg is None:
-            raise ConfigError(
-                "Positive/negative class labels are missing. Pass --positive-class-label and "
-                "--negative-class-label, or set inferenceModel.positiveClassLabel/"
-                "negativeClassLabel in model-metadata.yaml."
-            )
+            raise ConfigError(BINARY_LABELS_MISSING)
         return str(pos), str(neg), None
     if target_type in ("multiclass", "multilabel"):
+        meta_labels = inference.get("classLabels")
         if labels is None:
-            if inference.get("classLabels"):
-                labels = tuple(str(x) for x in inference["classLabels"])
+            if meta_labels:
+                labels = tuple(str(x) for x in meta_labels)
             elif inference.get("classLabelsFile"):
                 labels = _read_labels_file(str(inference["classLabelsFile"]))
+        elif meta_labels and set(labels) != {str(x) for x in meta_labels}:
+            raise ConfigError(CLASS_LABELS_MISMATCH)
         if labels is None:
-            raise ConfigError(
-                f"Class labels are missing for target type {target_type}. Pass --class-labels "
-                "or --class-labels-file, or set inferenceModel.classLabels in "
-                "model-metadata.yaml."
-            )
+            raise ConfigError(CLASS_LABELS_MISSING)
         if len(labels) < 2:
             raise ConfigError(f"{target_type} models need at least 2 class labels, got {labels}")
         return None, None, labels
@@ -218,8 +246,12 @@ def build_settings(
     if workers is None:
         workers = int(max_workers) if max_workers else 1
 
-    target_name = env.get("TARGET_NAME") or cli.get("target_name")
-    if target_type in ("textgeneration", "vectordatabase", "agenticworkflow") and not target_name:
+    # --target-name wins over TARGET_NAME like every other flag over its environment variable;
+    # other target types always use the ``Predictions`` column, whatever TARGET_NAME says.
+    target_name = None
+    if target_type in TARGET_NAME_TYPES:
+        target_name = cli.get("target_name") or env.get("TARGET_NAME")
+    if target_type in TARGET_NAME_TYPES and not target_name:
         raise ConfigError(
             "Unexpected empty target name for text generation, vector database, or agentic "
             "workflow target. Set TARGET_NAME or --target-name."
