@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from tandem.core import artifacts, marshal, payload
+from tandem.core import artifacts, fastpath, marshal, payload
 from tandem.errors import BaseCustomUserError, ModelError, ModelLoadError
 from tandem.settings import ServeSettings
 
@@ -110,6 +110,7 @@ class LoadedModel:
         self.hooks: dict[str, Callable[..., Any]] = {}
         self.model: Any = None
         self.predictor: artifacts.ArtifactPredictor | None = None
+        self.fast: fastpath.FastPlan | None = None
         self._load()
 
     # -- loading ---------------------------------------------------------------------------
@@ -171,6 +172,13 @@ class LoadedModel:
             and self.target_type not in ("unstructured", "transform")
         ):
             self.predictor = artifacts.select_predictor(self.model)
+        self.fast = fastpath.plan_for(
+            self.model,
+            self.predictor_name,
+            self.target_type,
+            self.hooks,
+            self.settings.class_ordering,
+        )
 
     def _needs_no_artifact(self) -> bool:
         """Hook-only models (score/chat/unstructured) may ship no artifact and no load_model."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -15,11 +17,16 @@ CSV_MIMETYPES = frozenset({"", "text/csv", "text/plain"})
 MTX_MIMETYPE = "text/mtx"
 
 
+def _latin1(header: str) -> str:
+    """HTTP header values are latin-1; replace anything else so parsing never raises."""
+    return header.encode("latin-1", "replace").decode("latin-1")
+
+
 def parse_content_type(header: str | None) -> tuple[str, str | None]:
     """Split a Content-Type header into (lower-case mimetype, charset or None)."""
     if not header:
         return "", None
-    mimetype, options = parse_options_header(header)
+    mimetype, options = parse_options_header(_latin1(header))
     charset = options.get(b"charset")
     return (
         mimetype.decode("latin-1").strip().lower(),
@@ -46,7 +53,7 @@ class Form:
 
 def parse_multipart(body: bytes, content_type: str) -> Form:
     """Parse a multipart/form-data body. A malformed body is a 400, never a crash."""
-    _, options = parse_options_header(content_type)
+    _, options = parse_options_header(_latin1(content_type))
     boundary = options.get(b"boundary")
     if not boundary:
         raise BadRequest("Missing boundary in multipart/form-data Content-Type header.")
@@ -113,6 +120,51 @@ def mimetype_for_filename(filename: str) -> str | None:
 def read_sparse_colnames(data: bytes) -> list[str]:
     """``X.colnames``: one UTF-8 column name per line."""
     return [line.strip().decode("utf-8") for line in io.BytesIO(data).readlines()]
+
+
+_FAST_FORBIDDEN = frozenset(b"\"'\t #_\xef")
+#: An integer cell too long for float64 to hold exactly (pandas may keep it as text).
+_LONG_INTEGER = re.compile(rb"(?:^|,)[+-]?\d{16,}(?=,|\r?$)", re.MULTILINE)
+
+
+def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
+    """Parse a plain all-numeric CSV without pandas, or return None to use pandas.
+
+    Only inputs where the result is provably what ``pandas.read_csv`` would give after the
+    float64 conversion every numeric model applies: ASCII, a header of unique names, at least
+    one data row and two columns, no quotes, spaces, comments, BOM or empty cells, every cell a
+    finite number. pandas 3's parser rounds decimal strings exactly like ``float()`` (checked
+    on a million values in the tests), so the floats are identical.
+    """
+    if not data or not data.isascii() or _FAST_FORBIDDEN.intersection(data):
+        return None
+    if _LONG_INTEGER.search(data):
+        return None
+    text = data.decode("ascii")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) < 2:
+        return None
+    if text.find("\r") != -1:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    header = lines[0].split(",")
+    width = len(header)
+    if width < 2 or len(set(header)) != width or "" in header:
+        return None
+    try:
+        values = np.array([ln.split(",") for ln in lines[1:]], dtype=np.float64)
+    except ValueError:
+        return None
+    if values.ndim != 2 or values.shape[1] != width or not np.isfinite(values).all():
+        return None
+    for name in header:
+        try:
+            float(name)
+        except ValueError:
+            continue
+        return None
+    return header, values
 
 
 def read_dataframe(

@@ -346,6 +346,12 @@ class PredictionService:
         model = self._model
         with self.tracing.child("parse", size=len(request.body)):
             data, mimetype, charset, colnames, _ = self._fetch(request, "X")
+        if model.fast is not None and colnames is None:
+            with self.tracing.child("score", fast_path=True):
+                fast = model.fast.predict(data, mimetype)
+            if fast is not None:
+                return Response(200, fast, JSON)
+        with self.tracing.child("parse", size=len(request.body)):
             frame = model.read_input(data, mimetype, colnames)
         with self.tracing.child("score"):
             result = model.predict_frame(frame, data, mimetype, charset, colnames)

@@ -1,0 +1,150 @@
+"""A pandas-free scoring path for artifact-only scikit-learn models, with DRUM's exact output.
+
+It applies only where the result is provably the same as the general path: a plain numeric CSV
+(see :func:`tandem.core.payload.fast_numeric_csv`), a model made only of scikit-learn
+estimators that treat a DataFrame as its float64 values, and a header equal to the model's
+``feature_names_in_`` (the check scikit-learn itself makes on a DataFrame). The model's own
+``predict``/``predict_proba`` runs with all of scikit-learn's input validation. Anything unusual
+- a different header, an exception, output that fails validation - returns None and the general
+path runs, so errors keep their exact general-path messages.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tandem.core import marshal
+from tandem.core.fastjson import format_float
+from tandem.core.payload import fast_numeric_csv
+
+#: scikit-learn subpackages whose estimators use only the numeric values of a DataFrame.
+_NUMPY_SAFE = (
+    "sklearn.linear_model.",
+    "sklearn.ensemble.",
+    "sklearn.tree.",
+    "sklearn.neighbors.",
+    "sklearn.svm.",
+    "sklearn.naive_bayes.",
+    "sklearn.preprocessing.",
+    "sklearn.decomposition.",
+    "sklearn.discriminant_analysis.",
+    "sklearn.kernel_ridge.",
+    "sklearn.neural_network.",
+    "sklearn.feature_selection.",
+)
+_CSV = frozenset({None, "", "text/csv", "text/plain"})
+_HOOKS_THAT_DISABLE = ("read_input_data", "transform", "score", "post_process")
+
+
+def _numpy_safe(model: Any) -> bool:
+    steps = getattr(model, "steps", None)
+    if steps is not None and type(model).__module__.startswith("sklearn.pipeline"):
+        return all(_numpy_safe(step) for _, step in steps if step not in (None, "passthrough"))
+    return type(model).__module__.startswith(_NUMPY_SAFE)
+
+
+def _json_key(label: str) -> str:
+    """A label as pandas writes an object key (its own escaping rules)."""
+    text = pd.Series([0], index=[label]).to_json()
+    return text[1 : text.rindex(":")]
+
+
+@dataclass
+class FastPlan:
+    """What the fast path needs, computed once at load time."""
+
+    model: Any
+    target_type: str
+    names: list[str] | None
+    n_features: int | None
+    keys: list[str] | None
+    """JSON-encoded output keys (classification), in the model's column order."""
+
+    def predict(self, data: bytes, mimetype: str | None) -> bytes | None:
+        """The response body, or None when the general path must answer."""
+        if mimetype not in _CSV:
+            return None
+        parsed = fast_numeric_csv(data)
+        if parsed is None:
+            return None
+        header, values = parsed
+        if self.names is not None:
+            if header != self.names:
+                return None
+        elif self.n_features is not None and values.shape[1] != self.n_features:
+            return None
+        try:
+            if self.keys is None:
+                return self._regression(values)
+            return self._classification(values)
+        except Exception:
+            return None
+
+    def _regression(self, values: np.ndarray) -> bytes | None:
+        raw = np.asarray(self.model.predict(values))
+        if raw.ndim == 2 and raw.shape[1] == 1:
+            raw = raw[:, 0]
+        if raw.ndim != 1 or len(raw) != len(values):
+            return None
+        numbers = raw.astype(np.float64).tolist()
+        return ('{"predictions":[' + ",".join(map(format_float, numbers)) + "]}").encode()
+
+    def _classification(self, values: np.ndarray) -> bytes | None:
+        assert self.keys is not None
+        proba = np.asarray(self.model.predict_proba(values), dtype=np.float64)
+        if proba.ndim != 2 or proba.shape != (len(values), len(self.keys)):
+            return None
+        if (proba < 0).any() or (proba > 1).any():
+            return None
+        if self.target_type != "multilabel" and not np.all(np.isclose(proba.sum(axis=1), 1)):
+            return None
+        keys = self.keys
+        rows = [
+            "{" + ",".join(f"{k}:{format_float(v)}" for k, v in zip(keys, row, strict=True)) + "}"
+            for row in proba.tolist()
+        ]
+        return ('{"predictions":[' + ",".join(rows) + "]}").encode()
+
+
+def plan_for(
+    model: Any,
+    predictor_name: str | None,
+    target_type: str,
+    hooks: dict[str, Any],
+    labels: list[str] | None,
+) -> FastPlan | None:
+    """A fast plan for this loaded model, or None when the general path must always run."""
+    if predictor_name != "scikit-learn" or any(h in hooks for h in _HOOKS_THAT_DISABLE):
+        return None
+    if target_type not in ("regression", "anomaly", "binary", "multiclass", "multilabel"):
+        return None
+    if not _numpy_safe(model):
+        return None
+    names = getattr(model, "feature_names_in_", None)
+    keys = None
+    if target_type in marshal.CLASSIFICATION:
+        classes = getattr(model, "classes_", None)
+        if labels is None or classes is None:
+            return None
+        try:
+            columns = marshal.align_labels(labels, list(classes))
+        except Exception:
+            return None
+        keys = [_json_key(c) for c in columns]
+    # Fitted with feature names, the model is given a bare array only after the header was
+    # checked against them, so scikit-learn's missing-names warning is expected noise.
+    warnings.filterwarnings(
+        "ignore", message="X does not have valid feature names", category=UserWarning
+    )
+    return FastPlan(
+        model,
+        target_type,
+        [str(n) for n in names] if names is not None else None,
+        getattr(model, "n_features_in_", None),
+        keys,
+    )
