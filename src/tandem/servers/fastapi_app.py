@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route as StarletteRoute
 
-from tandem.core.http import Headers, QueryDict
+from tandem.core.http import Headers, QueryDict, standard_headers
 from tandem.core.http import Request as CoreRequest
 from tandem.core.http import Response as CoreResponse
 from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants, template_for
@@ -138,6 +139,35 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
             headers={"content-type": "application/json"},
         )
 
-    if load_extensions and service.load_error is None:
-        load_extension(settings, app)
+    if load_extensions and service.load_error is None and load_extension(settings, app):
+        # Added last, so it is outermost: answers from extension middleware get the headers too.
+        app.add_middleware(StandardHeaders)
     return app
+
+
+class StandardHeaders:
+    """ASGI middleware: every response carries X-Drum-Version and X-Request-ID."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-drum-version" for k, _ in headers):
+                    rid = next(
+                        (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"),
+                        "",
+                    ) or str(uuid.uuid4())
+                    headers += [
+                        (k.lower().encode(), v.encode("latin-1")) for k, v in standard_headers(rid)
+                    ]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from tandem.core.http import Headers, QueryDict
+from tandem.core.http import Headers, QueryDict, standard_headers
 from tandem.core.http import Request as CoreRequest
 from tandem.core.http import Response as CoreResponse
 from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants, template_for
@@ -86,6 +87,15 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Flas
             return _to_flask(service.too_large(req, template_for(request.path, prefix)))
         return exc.get_response()
 
-    if load_extensions and service.load_error is None:
-        load_extension(settings, app)
+    if load_extensions and service.load_error is None and load_extension(settings, app):
+
+        @app.after_request
+        def standard_headers_everywhere(response: Response) -> Response:
+            # Responses an extension produces (e.g. a before_request 401) skip the core.
+            if "X-Drum-Version" not in response.headers:
+                rid = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+                for name, value in standard_headers(rid):
+                    response.headers[name] = value
+            return response
+
     return app

@@ -1,0 +1,32 @@
+"""Answers produced by an extension (not the core) still carry DRUM's standard headers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conformance import settings_for
+from tests.conformance_cases import ModelSpec
+from tests.support import EXAMPLES, FRAMEWORKS, in_process_client
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_extension_401_has_version_and_request_id(
+    framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code_dir = tmp_path / "extension_auth"
+    shutil.copytree(EXAMPLES / "extension_auth", code_dir)
+    monkeypatch.setenv("EXAMPLE_AUTH_TOKEN", "s3cret")
+    spec = ModelSpec("extension_auth", "unused", ("--target-type", "regression"))
+    client = in_process_client(framework, settings_for(spec, code_dir, framework))
+    denied = client.get("/info/", headers={"X-Request-ID": "rid-ext"})
+    assert denied.status_code == 401
+    assert denied.headers["x-drum-version"]
+    assert denied.headers["x-request-id"] == "rid-ext"
+    allowed = client.get("/info/", headers={"X-Request-ID": "rid-ok", "X-Auth": "s3cret"})
+    assert allowed.status_code == 200
+    assert allowed.headers["x-request-id"] == "rid-ok"
+    # The core's own headers are not duplicated.
+    assert len(allowed.headers.get_list("x-drum-version")) == 1
