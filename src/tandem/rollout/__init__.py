@@ -1,0 +1,1 @@
+"""Canary rollout with automatic rollback: spec, decisions, state, router, controller."""

@@ -1,0 +1,376 @@
+"""Table-driven tests of the pure decision function: observations in, decision out, no clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tandem.rollout.analysis import SideWindow, growth_per_hour, wilson_bounds
+from tandem.rollout.decide import Observations, decide
+from tandem.rollout.spec import RolloutSpec, Triggers
+from tandem.rollout.status import Phase, RolloutStatus
+
+SPEC = RolloutSpec(
+    shadow_duration=10,
+    step_hold=5,
+    interval=1,
+    window=5,
+    min_samples=100,
+    reduction_wait=30,
+    triggers=Triggers(ping_timeout=30, leak_min_span=60),
+)
+T0 = 1_000_000.0
+OK_BASE = SideWindow(1000, 0, 0.010)
+OK_CAND = SideWindow(1000, 0, 0.010)
+MB = 1024 * 1024
+
+
+def obs(now: float = T0 + 100, **kw) -> Observations:
+    values = dict(
+        now=now,
+        baseline=OK_BASE,
+        candidate=OK_CAND,
+        step_baseline=OK_BASE,
+        step_candidate=OK_CAND,
+        baseline_rss=200 * MB,
+        candidate_rss=200 * MB,
+        candidate_last_ping=now - 1,
+        mirror_compared=500,
+    )
+    values.update(kw)
+    return Observations(**values)
+
+
+def canary(weight: float, index: int, **kw) -> RolloutStatus:
+    values = dict(
+        phase=Phase.CANARY,
+        weight=weight,
+        step_index=index,
+        started_at=T0,
+        phase_started_at=T0,
+        step_started_at=T0,
+    )
+    values.update(kw)
+    return RolloutStatus(**values)
+
+
+SHADOW = RolloutStatus(phase=Phase.SHADOW, started_at=T0, phase_started_at=T0, step_started_at=T0)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "observed", "action", "rule", "weight", "phase"),
+    [
+        (
+            "shadow waits for its duration",
+            SHADOW,
+            obs(T0 + 5),
+            "hold",
+            "shadow.wait",
+            0,
+            Phase.SHADOW,
+        ),
+        ("shadow passes", SHADOW, obs(), "start_canary", "shadow.passed", 1, Phase.CANARY),
+        (
+            "shadow without data is inconclusive",
+            SHADOW,
+            obs(mirror_compared=0, step_candidate=SideWindow()),
+            "hold",
+            "inconclusive",
+            0,
+            Phase.SHADOW,
+        ),
+        (
+            "shadow slower than 1.2x holds",
+            SHADOW,
+            obs(step_candidate=SideWindow(1000, 0, 0.013)),
+            "hold",
+            "shadow.criteria",
+            0,
+            Phase.SHADOW,
+        ),
+        (
+            "shadow prediction difference",
+            SHADOW,
+            obs(mirror_differences=1),
+            "rollback",
+            "immediate.prediction_difference",
+            0,
+            Phase.ROLLED_BACK,
+        ),
+        (
+            "canary prediction difference",
+            canary(25, 3),
+            obs(mirror_differences=2),
+            "rollback",
+            "immediate.prediction_difference",
+            0,
+            Phase.ROLLED_BACK,
+        ),
+        (
+            "oom kill",
+            canary(10, 2),
+            obs(candidate_oom_kills=1),
+            "rollback",
+            "immediate.oom",
+            0,
+            Phase.ROLLED_BACK,
+        ),
+        (
+            "ping silent 31 s",
+            canary(5, 1),
+            obs(candidate_last_ping=T0 + 69),
+            "rollback",
+            "immediate.deadlock",
+            0,
+            Phase.ROLLED_BACK,
+        ),
+        (
+            "ping silent 29 s is fine",
+            canary(5, 1, step_started_at=T0 + 99),
+            obs(candidate_last_ping=T0 + 71),
+            "hold",
+            "step.wait",
+            5,
+            Phase.CANARY,
+        ),
+        (
+            "5 % errors",
+            canary(10, 2),
+            obs(candidate=SideWindow(400, 20, 0.01)),
+            "rollback",
+            "immediate.error_rate",
+            0,
+            Phase.ROLLED_BACK,
+        ),
+        (
+            "2 % errors on 100 requests is not conclusive for 1 %",
+            canary(10, 2),
+            obs(candidate=SideWindow(100, 2, 0.01), step_candidate=SideWindow(100, 2, 0.01)),
+            "hold",
+            "step.criteria",
+            10,
+            Phase.CANARY,
+        ),
+        (
+            "a handful of requests never rolls back",
+            canary(1, 0),
+            obs(candidate=SideWindow(3, 1, 0.01), step_candidate=SideWindow(3, 1, 0.01)),
+            "hold",
+            "inconclusive",
+            1,
+            Phase.CANARY,
+        ),
+        (
+            "step waits for its hold time",
+            canary(5, 1, step_started_at=T0 + 98),
+            obs(),
+            "hold",
+            "step.wait",
+            5,
+            Phase.CANARY,
+        ),
+        ("step passes", canary(5, 1), obs(), "step_up", "step.passed", 10, Phase.CANARY),
+        (
+            "no data is inconclusive, never success",
+            canary(5, 1),
+            obs(step_baseline=SideWindow(), step_candidate=SideWindow()),
+            "hold",
+            "inconclusive",
+            5,
+            Phase.CANARY,
+        ),
+        (
+            "1 % step allows +25 % P99",
+            canary(1, 0),
+            obs(step_candidate=SideWindow(1000, 0, 0.0125)),
+            "step_up",
+            "step.passed",
+            5,
+            Phase.CANARY,
+        ),
+        (
+            "10 % step does not allow +25 % P99",
+            canary(10, 2),
+            obs(step_candidate=SideWindow(1000, 0, 0.0125)),
+            "hold",
+            "step.criteria",
+            10,
+            Phase.CANARY,
+        ),
+        (
+            "error rate at 0.1 % holds the step",
+            canary(10, 2),
+            obs(step_candidate=SideWindow(1000, 1, 0.01)),
+            "hold",
+            "step.criteria",
+            10,
+            Phase.CANARY,
+        ),
+        (
+            "memory +45 % holds at 5 % (limit 40 %)",
+            canary(5, 1),
+            obs(candidate_rss=290 * MB),
+            "hold",
+            "step.criteria",
+            5,
+            Phase.CANARY,
+        ),
+        (
+            "last step promotes",
+            canary(100, 7),
+            obs(),
+            "promote",
+            "step.passed",
+            100,
+            Phase.PROMOTED,
+        ),
+        (
+            "terminal stays",
+            canary(0, -1, phase=Phase.ROLLED_BACK),
+            obs(mirror_differences=3),
+            "hold",
+            "terminal",
+            0,
+            Phase.ROLLED_BACK,
+        ),
+    ],
+)
+def test_decision_table(name, status, observed, action, rule, weight, phase) -> None:
+    decision = decide(SPEC, status, observed)
+    assert (decision.action, decision.rule, decision.status.weight, decision.status.phase) == (
+        action,
+        rule,
+        weight,
+        phase,
+    ), (name, decision.reason)
+    assert decision.reason
+
+
+def test_leak_rule_needs_span_and_growth() -> None:
+    history = tuple((T0 + t, 200 * MB * (1 + 0.2 * t / 3600)) for t in range(0, 61, 5))
+    d = decide(SPEC, canary(10, 2, step_started_at=T0 + 99), obs(candidate_rss_history=history))
+    assert d.rule == "immediate.memory_leak" and d.status.phase == Phase.ROLLED_BACK
+    assert "20.0%/hour" in d.reason
+    short = history[:6]  # 25 s < leak_min_span
+    assert (
+        decide(
+            SPEC, canary(10, 2, step_started_at=T0 + 99), obs(candidate_rss_history=short)
+        ).action
+        == "hold"
+    )
+    flat = tuple((T0 + t, 200 * MB) for t in range(0, 61, 5))
+    assert (
+        decide(SPEC, canary(10, 2, step_started_at=T0 + 99), obs(candidate_rss_history=flat)).action
+        == "hold"
+    )
+
+
+def test_gradual_reduction_walks_the_table_and_rolls_back() -> None:
+    slow = obs(candidate=SideWindow(1000, 0, 0.018), step_candidate=SideWindow(1000, 0, 0.018))
+    status = canary(75, 5)
+    first = decide(SPEC, status, slow)
+    assert first.action == "hold" and first.status.trigger_streak["p99"] == 1
+    second = decide(SPEC, first.status, slow)
+    assert (second.action, second.rule, second.status.weight, second.status.phase) == (
+        "reduce",
+        "gradual.p99",
+        50,
+        Phase.REDUCING,
+    )
+    assert "+80%" in second.reason
+    now = slow.now
+    waiting = decide(SPEC, second.status, obs(now + 10, candidate=slow.candidate))
+    assert waiting.action == "hold" and waiting.rule == "gradual.wait"
+    weights = [50.0]
+    status = second.status
+    t = now
+    while status.phase == Phase.REDUCING:
+        t += 31
+        d = decide(SPEC, status, obs(t, candidate=slow.candidate, step_candidate=slow.candidate))
+        status = d.status
+        weights.append(status.weight)
+    assert weights == [50.0, 25.0, 5.0, 0.0]
+    assert status.phase == Phase.ROLLED_BACK and status.rollback_rule == "gradual.p99"
+
+
+def test_cleared_trigger_holds_until_resume() -> None:
+    reducing = canary(50, 4, phase=Phase.REDUCING, last_reduction_at=T0, trigger_streak={"p99": 2})
+    cleared = decide(SPEC, reducing, obs(T0 + 40))
+    assert cleared.action == "hold_reduced" and cleared.status.phase == Phase.HOLDING
+    assert cleared.status.weight == 50
+    idle = decide(SPEC, cleared.status, obs(T0 + 60))
+    assert idle.status.phase == Phase.HOLDING and idle.action == "hold"
+    resumed = decide(SPEC, idle.status, obs(T0 + 70), command="resume")
+    assert resumed.action == "resume" and resumed.status.phase == Phase.CANARY
+    assert resumed.status.step_index == SPEC.steps.index(50.0)
+    auto = decide(SPEC.with_overrides(auto_resume=True), reducing, obs(T0 + 40))
+    assert auto.action == "resume" and auto.status.phase == Phase.CANARY
+
+
+def test_operator_commands() -> None:
+    status = canary(25, 3)
+    paused = decide(SPEC, status, obs(), command="pause")
+    assert paused.status.phase == Phase.PAUSED and paused.status.weight == 25
+    assert decide(SPEC, paused.status, obs()).action == "hold"
+    # Immediate triggers still act while paused.
+    assert decide(SPEC, paused.status, obs(candidate_oom_kills=1)).rule == "immediate.oom"
+    resumed = decide(SPEC, paused.status, obs(), command="resume")
+    assert resumed.status.phase == Phase.CANARY and resumed.status.step_index == 3
+    aborted = decide(SPEC, status, obs(), command="abort")
+    assert (aborted.status.phase, aborted.status.weight, aborted.rule) == (
+        Phase.ABORTED,
+        0,
+        "operator.abort",
+    )
+    promoted = decide(SPEC, status, obs(), command="promote")
+    assert (promoted.status.phase, promoted.status.weight) == (Phase.PROMOTED, 100)
+
+
+def test_decide_is_pure() -> None:
+    status = canary(10, 2)
+    observed = obs(candidate=SideWindow(400, 20, 0.01))
+    assert decide(SPEC, status, observed) == decide(SPEC, status, observed)
+
+
+def test_wilson_bounds() -> None:
+    low, high = wilson_bounds(0, 3000, 0.95)
+    assert low == 0 and 0.0008 < high < 0.0010
+    low, high = wilson_bounds(20, 400, 0.95)
+    assert 0.033 < low < 0.036 and 0.07 < high < 0.075
+    assert wilson_bounds(0, 0, 0.95) == (0.0, 1.0)
+
+
+def test_growth_per_hour() -> None:
+    history = [(t, 100.0 + t / 36) for t in range(0, 3601, 600)]
+    rate, span = growth_per_hour(history) or (0, 0)
+    assert abs(rate - 1.0) < 1e-9 and span == 3600
+    assert growth_per_hour(history[:2]) is None
+
+
+def test_spec_from_yaml_durations(tmp_path) -> None:
+    path = tmp_path / "rollout.yaml"
+    path.write_text(
+        "steps: [5, 50, 100]\nstep_hold: 2s\nreduction_wait: 15m\n"
+        "triggers: {ping_timeout: 500ms}\ncriteria: {5: {max_error_rate: 0.01,"
+        " max_p99_increase: 0.5, max_memory_increase: 0.5}}\n"
+    )
+    spec = RolloutSpec.load(path)
+    assert spec.steps == (5.0, 50.0, 100.0) and spec.step_hold == 2.0
+    assert spec.reduction_wait == 900.0 and spec.triggers.ping_timeout == 0.5
+    assert spec.criteria_for(50).max_error_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"steps": [10, 5, 100]},
+        {"steps": [5, 50]},
+        {"step_hold": "soon"},
+        {"nope": 1},
+        {"steps": [0.001, 100]},
+    ],
+)
+def test_spec_rejects_bad_values(doc) -> None:
+    from tandem.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        RolloutSpec.from_dict(doc)
