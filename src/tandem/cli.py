@@ -42,7 +42,12 @@ _TRUTHY = {"1", "true", "yes", "y", "t", "on"}
 #: ``add_parser(subparsers) -> None`` (registering one subcommand whose ``dest`` command name is
 #: the key) and ``run(args: argparse.Namespace) -> int``. Keep their top-level imports light:
 #: the parser is built on every start of ``tandem server``.
-PLUGINS: dict[str, str] = {}
+PLUGINS: dict[str, str] = {
+    "rollout": "tandem.rollout.cli",
+    "replay": "tandem.replay.cli",
+    "verify": "tandem.ops.verify_cli",
+    "rollback": "tandem.ops.rollback_cli",
+}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -219,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _score(options)
     except (ConfigError, ModelLoadError, TandemError) as exc:
         if options_show_stacktrace(args):
+            raise
+        print(f"tandem: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # In `score`, the model's own exceptions are the user's error, not a Tandem crash.
+        if args.command != "score" or options_show_stacktrace(args):
             raise
         print(f"tandem: error: {exc}", file=sys.stderr)
         return 1

@@ -270,10 +270,18 @@ def test_split_classification_without_extra_returns_input() -> None:
 
 
 def test_split_classification_missing_label_column() -> None:
+    # DRUM lets pandas' KeyError through; its text is the client's error message.
     df = pd.DataFrame({"a": [1.0], "x": [0], "y": [0]})
-    assert model_error(split_extra_output, df, ["a", "b"], None) == (
-        "Expected predictions to have columns ['a', 'b'], but encountered ['a', 'x', 'y']"
-    )
+    with pytest.raises(KeyError) as err:
+        split_extra_output(df, ["a", "b"], None)
+    assert str(err.value) == "\"['b'] not found in axis\""
+
+
+def test_split_keeps_the_models_column_order() -> None:
+    df = pd.DataFrame({"yes": [0.25], "no": [0.75], "e": ["x"]})
+    preds, extra = split_extra_output(df, ["no", "yes"], None)
+    assert list(preds.columns) == ["yes", "no"]
+    assert extra is not None and list(extra.columns) == ["e"]
 
 
 def test_split_single_column_keeps_any_name() -> None:
@@ -294,9 +302,9 @@ def test_split_regression_uses_predictions_column() -> None:
 
 def test_split_regression_missing_predictions_column() -> None:
     df = pd.DataFrame({"a": [1], "b": [2]})
-    assert model_error(split_extra_output, df, None, None) == (
-        "Expected the prediction column 'Predictions' among the score output columns ['a', 'b']"
-    )
+    with pytest.raises(KeyError) as err:
+        split_extra_output(df, None, None)
+    assert str(err.value) == "\"['Predictions'] not found in axis\""
 
 
 def test_split_uses_target_name() -> None:
@@ -327,9 +335,14 @@ def test_split_quoted_target_name_matching_a_quoted_column() -> None:
 @pytest.mark.parametrize("target_name", ['"', '"answer', "answer"])
 def test_split_target_name_missing(target_name: str) -> None:
     df = pd.DataFrame({"a": ["x"], "b": [0]})
-    assert model_error(split_extra_output, df, None, target_name) == (
-        f"Expected the prediction column {target_name!r} among the score output columns ['a', 'b']"
+    stripped = (
+        target_name[1:-1]
+        if len(target_name) >= 2 and target_name[0] == '"' == (target_name[-1])
+        else target_name
     )
+    with pytest.raises(KeyError) as err:
+        split_extra_output(df, None, target_name)
+    assert err.value.args[0] == f"[{stripped!r}] not found in axis"
 
 
 # -- to_float ----------------------------------------------------------------------------------

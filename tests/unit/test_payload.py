@@ -16,7 +16,7 @@ from tandem.core.payload import (
     read_dataframe,
     read_sparse_colnames,
 )
-from tandem.errors import BadRequest, ModelError
+from tandem.errors import ModelError
 
 # -- Content-Type ------------------------------------------------------------------------------
 
@@ -27,7 +27,7 @@ from tandem.errors import BadRequest, ModelError
         (None, ("", None)),
         ("", ("", None)),
         ("text/csv", ("text/csv", None)),
-        ("TEXT/CSV", ("text/csv", None)),
+        ("TEXT/CSV", ("TEXT/CSV", None)),
         (" text/csv ", ("text/csv", None)),
         ("text/csv; charset=UTF-8", ("text/csv", "UTF-8")),
         ("text/plain;charset=utf-16", ("text/plain", "utf-16")),
@@ -78,7 +78,6 @@ def test_parse_content_type_never_raises(header: str) -> None:
     mimetype, charset = parse_content_type(header)
     assert isinstance(mimetype, str)
     assert charset is None or isinstance(charset, str)
-    assert mimetype == mimetype.lower()
 
 
 def test_csv_mimetypes() -> None:
@@ -203,10 +202,8 @@ def test_empty_body_is_an_empty_form() -> None:
     ],
 )
 def test_missing_boundary(content_type: str) -> None:
-    with pytest.raises(BadRequest) as err:
-        parse_multipart(body(field_part("a", b"1")), content_type)
-    assert str(err.value) == "Missing boundary in multipart/form-data Content-Type header."
-    assert err.value.status == 400
+    # Werkzeug leaves such a body unparsed; DRUM then sees raw bytes of that mimetype.
+    assert parse_multipart(body(field_part("a", b"1")), content_type) is None
 
 
 @pytest.mark.parametrize(
@@ -220,11 +217,10 @@ def test_missing_boundary(content_type: str) -> None:
         (body(field_part("a", b"1")), "multipart/form-data; boundary=\u20ac"),
     ],
 )
-def test_malformed_bodies_are_bad_requests(payload: bytes, content_type: str) -> None:
-    with pytest.raises(BadRequest) as err:
-        parse_multipart(payload, content_type)
-    assert str(err.value).startswith("Malformed multipart/form-data body: ")
-    assert err.value.status == 400
+def test_malformed_bodies_give_an_empty_form(payload: bytes, content_type: str) -> None:
+    # Werkzeug consumes a malformed body and finds no parts (DRUM then answers 422).
+    form = parse_multipart(payload, content_type)
+    assert form is not None and form.files == {}
 
 
 # -- file-part formats and colnames ------------------------------------------------------------

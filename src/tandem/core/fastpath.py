@@ -73,6 +73,9 @@ class FastPlan:
         if parsed is None:
             return None
         header, values = parsed
+        # A DataFrame reaches scikit-learn as a column-major array; the same layout makes the
+        # BLAS reductions add in the same order, so results match to the last bit.
+        values = np.asfortranarray(values)
         if self.names is not None:
             if header != self.names:
                 return None

@@ -129,28 +129,23 @@ def marshal_predictions(
 def split_extra_output(
     df: pd.DataFrame, labels: list[str] | None, target_name: str | None
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Separate prediction columns from extra model output returned by ``score``."""
+    """Separate prediction columns from extra model output returned by ``score``.
+
+    As DRUM does: prediction columns keep the model's order, and a missing one surfaces as
+    pandas' own ``KeyError`` text (``"['no'] not found in axis"``).
+    """
     if labels:
-        if len(df.columns) > len(labels):
-            missing = [lab for lab in labels if lab not in df.columns]
-            if missing:
-                raise ModelError(
-                    f"Expected predictions to have columns {labels}, but encountered "
-                    f"{list(df.columns)}"
-                )
-            extra = df.drop(columns=labels)
-            return df[labels], extra
-        return df, None
+        if len(df.columns) <= len(labels) or list(labels) == list(df.columns):
+            return df, None
+        extra = df.drop(columns=list(labels))
+        ordered = [c for c in df.columns if c not in extra.columns]
+        return df[ordered], extra
     if len(df.columns) > 1:
         column = target_name or PRED_COLUMN
         if column not in df.columns and len(column) >= 2 and column[0] == column[-1] == '"':
             column = column[1:-1]
-        if column not in df.columns:
-            raise ModelError(
-                f"Expected the prediction column {column!r} among the score output columns "
-                f"{list(df.columns)}"
-            )
-        return df[[column]], df.drop(columns=[column])
+        extra = df.drop(columns=[column])
+        return df[[column]], extra
     return df, None
 
 

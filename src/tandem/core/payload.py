@@ -11,7 +11,7 @@ import pandas as pd
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from tandem.errors import BadRequest, ModelError
+from tandem.errors import ModelError
 
 CSV_MIMETYPES = frozenset({"", "text/csv", "text/plain"})
 MTX_MIMETYPE = "text/mtx"
@@ -23,13 +23,19 @@ def _latin1(header: str) -> str:
 
 
 def parse_content_type(header: str | None) -> tuple[str, str | None]:
-    """Split a Content-Type header into (lower-case mimetype, charset or None)."""
+    """Split a Content-Type header into (mimetype as sent, charset or None).
+
+    The mimetype keeps its case, as DRUM's does: the structured-format check and the
+    unstructured hook see ``Text/CSV`` as the client wrote it. Compare with ``.lower()``
+    where Werkzeug itself is case-insensitive (form bodies, JSON).
+    """
     if not header:
         return "", None
-    mimetype, options = parse_options_header(_latin1(header))
+    latin = _latin1(header)
+    _, options = parse_options_header(latin)
     charset = options.get(b"charset")
     return (
-        mimetype.decode("latin-1").strip().lower(),
+        latin.split(";", 1)[0].strip(),
         charset.decode("latin-1").strip() if charset else None,
     )
 
@@ -51,12 +57,17 @@ class Form:
     fields: dict[str, FormPart] = field(default_factory=dict)
 
 
-def parse_multipart(body: bytes, content_type: str) -> Form:
-    """Parse a multipart/form-data body. A malformed body is a 400, never a crash."""
+def parse_multipart(body: bytes, content_type: str) -> Form | None:
+    """Parse a multipart/form-data body as Werkzeug (so DRUM) does.
+
+    No boundary: None, and the caller treats the body as raw bytes. A malformed body: an empty
+    form (Werkzeug consumes it and finds no parts), so the request gets DRUM's "Samples should
+    be provided as" answer. Never raises.
+    """
     _, options = parse_options_header(_latin1(content_type))
     boundary = options.get(b"boundary")
     if not boundary:
-        raise BadRequest("Missing boundary in multipart/form-data Content-Type header.")
+        return None
     form = Form()
     header_field = bytearray()
     header_value = bytearray()
@@ -93,22 +104,22 @@ def parse_multipart(body: bytes, content_type: str) -> Form:
         target = form.files if filename is not None else form.fields
         target.setdefault(name, part)
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
     try:
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+            },
+        )
         parser.write(body)
         parser.finalize()
-    except (MultipartParseError, ValueError) as exc:
-        raise BadRequest(f"Malformed multipart/form-data body: {exc}") from None
+    except (MultipartParseError, ValueError):
+        return Form()
     return form
 
 
@@ -152,12 +163,18 @@ def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
     width = len(header)
     if width < 2 or len(set(header)) != width or "" in header:
         return None
+    cells = [ln.split(",") for ln in lines[1:]]
     try:
-        values = np.array([ln.split(",") for ln in lines[1:]], dtype=np.float64)
+        values = np.array(cells, dtype=np.float64)
     except ValueError:
         return None
     if values.ndim != 2 or values.shape[1] != width or not np.isfinite(values).all():
         return None
+    # pandas reads a column of integer literals as int64, and scikit-learn then computes on
+    # integers differently (numpy's generic loop, not BLAS): leave those to the general path.
+    for col in np.flatnonzero((values == np.floor(values)).all(axis=0)):
+        if not any(("." in row[col] or "e" in row[col] or "E" in row[col]) for row in cells):
+            return None
     for name in header:
         try:
             float(name)

@@ -303,17 +303,20 @@ class PredictionService:
         self, request: Request, key: str
     ) -> tuple[bytes, str | None, str | None, list[str] | None, payload.Form | None]:
         mimetype, charset = payload.parse_content_type(request.content_type)
+        lowered = mimetype.lower()
         form = None
-        if mimetype == "multipart/form-data":
+        if lowered == "multipart/form-data":
             form = payload.parse_multipart(request.body, request.content_type or "")
         part = form.files.get(key) if form else None
         if part is not None:
-            data, mimetype, charset = (
-                part.data,
-                payload.mimetype_for_filename(part.filename or ""),
-                None,
-            )
-        elif request.body and mimetype not in FORM_MIMETYPES and key == "X":
+            data = part.data
+            mimetype, charset = payload.mimetype_for_filename(part.filename or ""), None
+        elif (
+            request.body
+            and key == "X"
+            and not (form is not None or lowered == "application/x-www-form-urlencoded")
+        ):
+            # Werkzeug leaves the body alone only when it is not a parseable form.
             data = request.body
         else:
             raise UnprocessableInput(SAMPLES_MESSAGE.format(key))
@@ -344,14 +347,15 @@ class PredictionService:
                 "/predictionsUnstructured/ endpoint."
             )
         model = self._model
-        with self.tracing.child("parse", size=len(request.body)):
-            data, mimetype, charset, colnames, _ = self._fetch(request, "X")
-        if model.fast is not None and colnames is None:
-            with self.tracing.child("score", fast_path=True):
-                fast = model.fast.predict(data, mimetype)
+        if model.fast is not None:
+            # One step that parses, scores and renders without pandas; None means "not here".
+            with self.tracing.child("score", size=len(request.body), fast_path=True):
+                data, mimetype, charset, colnames, _ = self._fetch(request, "X")
+                fast = model.fast.predict(data, mimetype) if colnames is None else None
             if fast is not None:
                 return Response(200, fast, JSON)
         with self.tracing.child("parse", size=len(request.body)):
+            data, mimetype, charset, colnames, _ = self._fetch(request, "X")
             frame = model.read_input(data, mimetype, colnames)
         with self.tracing.child("score"):
             result = model.predict_frame(frame, data, mimetype, charset, colnames)
@@ -413,7 +417,7 @@ class PredictionService:
             try:
                 data = request.body.decode(charset)
             except (LookupError, UnicodeDecodeError) as exc:
-                raise BadRequest(f"Cannot decode the request body as {charset}: {exc}") from None
+                raise ModelError(str(exc)) from None
         if charset is not None:
             kwargs["charset"] = charset
         kwargs["query"] = request.query
@@ -433,7 +437,7 @@ class PredictionService:
                 )
             raise NotSupported("This model's chat interface was called, but chat is not supported.")
         mimetype, _ = payload.parse_content_type(request.content_type)
-        if mimetype != "application/json":
+        if mimetype.lower() != "application/json":
             raise ModelError(
                 "415 Unsupported Media Type: Did not attempt to load JSON data because the "
                 "request Content-Type was not 'application/json'."
@@ -445,15 +449,16 @@ class PredictionService:
                 "The browser (or proxy) sent a request that this server could not understand."
             ) from None
         if not isinstance(params, dict):
-            raise BadRequest("The chat completion request body must be a JSON object.")
+            # What DRUM answers, as it calls params.get(...) first.
+            raise ModelError(f"'{type(params).__name__}' object has no attribute 'get'")
         association_id = params.get("datarobot_association_id") or str(uuid.uuid4())
         result = model.chat(params, request.headers)
-        if _field(result, "object") == "chat.completion":
+        if getattr(result, "object", None) == "chat.completion":
             body = _as_dict(result)
             body["datarobot_association_id"] = association_id
             return json_response(body)
         return Response(
-            200, _sse_stream(iter(result), association_id), "text/event-stream; charset=utf-8"
+            200, _sse_stream(result, association_id), "text/event-stream; charset=utf-8"
         )
 
     def models(self, request: Request) -> Response:
@@ -463,7 +468,7 @@ class PredictionService:
         listed = self._model.supported_llm_models()
         data: list[Any]
         if listed is not None:
-            data = [_as_dict(m) for m in listed if _field(m, "object") == "model"]
+            data = [_as_dict(m) for m in listed if getattr(m, "object", None) == "model"]
         else:
             from tandem.runtime_params import Params
 
@@ -494,13 +499,7 @@ def render_predictions(result: StructuredResult) -> bytes:
     return (body + "}").encode("utf-8")
 
 
-def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-
-
 def _as_dict(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return dict(obj)
     if hasattr(obj, "to_dict"):
         return dict(obj.to_dict())
     if hasattr(obj, "model_dump"):
@@ -509,29 +508,29 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def _chunk_json(chunk: Any, association_id: str) -> str:
-    if isinstance(chunk, dict):
-        doc = dict(chunk)
-        doc["datarobot_association_id"] = association_id
-        return json.dumps(doc, separators=(",", ":"))
     chunk.datarobot_association_id = association_id
     if hasattr(chunk, "to_json"):
         return str(chunk.to_json(indent=None))
     return json.dumps(_as_dict(chunk), separators=(",", ":"))
 
 
-def _sse_stream(chunks: Iterator[Any], association_id: str) -> Iterator[bytes]:
+def _sse_stream(result: Any, association_id: str) -> Iterator[bytes]:
     """Validate the first chunk now (so a bad hook still gets a 500), then stream lazily."""
     try:
+        chunks = iter(result)
         first = next(chunks)
+        if type(first).__name__ != "ChatCompletionChunk" and getattr(first, "object", None) != (
+            "chat.completion.chunk"
+        ):
+            raise TypeError(f"First chunk does not look like chat completion chunk: {first!r}")
     except StopIteration:
         return iter([b"data: [DONE]\n\n"])
-    if type(first).__name__ != "ChatCompletionChunk" and _field(first, "object") != (
-        "chat.completion.chunk"
-    ):
+    except Exception as exc:
+        # DRUM's wording, so clients and replay diffs see the same error.
         raise ModelError(
-            "Expected response to be ChatCompletion or Iterable[ChatCompletionChunk]. "
-            f"Got: {type(first).__name__}"
-        )
+            "Expected response to be ChatCompletion or Iterable[ChatCompletionChunk]. response "
+            f"type: {type(result)}.response(str): {result!s}"
+        ) from exc
 
     def generate() -> Iterator[bytes]:
         chunk = first
