@@ -121,7 +121,14 @@ class Metrics:
         if MULTIPROCESS:
             MultiProcessCollector(registry)
         else:
-            for collector in (REQUESTS, DURATION, IN_PROGRESS, RECORDING_DROPPED):
+            for collector in (
+                REQUESTS,
+                DURATION,
+                IN_PROGRESS,
+                RECORDING_DROPPED,
+                OTEL_SPANS_EXPORTED,
+                OTEL_EXPORT_FAILURES,
+            ):
                 registry.register(collector)
         registry.register(self._collector)
         return generate_latest(registry)
@@ -133,3 +140,19 @@ def mark_worker_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+# -- OpenTelemetry exporter health (fed by tandem.observability.tracing) -------------------------
+
+OTEL_SPANS_EXPORTED = Counter(
+    "drum_otel_spans_exported",
+    "Spans the OTLP exporter delivered to the collector.",
+    ["server_type"],
+    registry=_registry,
+)
+OTEL_EXPORT_FAILURES = Counter(
+    "drum_otel_export_failures",
+    "OTLP span export calls that failed (their spans were dropped).",
+    ["server_type"],
+    registry=_registry,
+)

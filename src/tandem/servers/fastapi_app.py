@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,12 @@ from tandem.core.service import PredictionService
 from tandem.servers.extensions import load_extension
 
 _DONE = object()
+# Tandem traces in the core, the same on every stack; FastAPI's own spans would double them.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 class _TooLarge(Exception):
@@ -111,7 +118,7 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
     """Build the FastAPI app for a loaded service (and its ``custom_fastapi.py``)."""
     settings = service.settings
     executor = ThreadPoolExecutor(settings.executor_workers, thread_name_prefix="tandem-predict")
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **_NO_TELEMETRY)
     app.router.redirect_slashes = False
     app.state.service = service
     app.state.executor = executor

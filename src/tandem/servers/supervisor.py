@@ -82,6 +82,10 @@ def report_exit(exit_: WorkerExit, restarting: bool) -> bool:
     return False
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @dataclass
 class PreforkSupervisor:
     """Fork ``workers`` children that serve one listening socket; replace any that die.
@@ -103,17 +107,25 @@ class PreforkSupervisor:
         pid = os.fork()
         if pid == 0:
             status = 0
+            beat = None
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # Uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit
+                # so this worker still flushes spans and removes its heartbeat (a clean exit).
+                signal.signal(signal.SIGTERM, _exit_cleanly)
+                signal.signal(signal.SIGINT, _exit_cleanly)
                 beat = start_heartbeat()
                 self.run_worker(self.sock)
-                if beat is not None:
-                    beat.stop(clean=True)
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 0
             except BaseException:  # noqa: BLE001 - the child must never return into the parent
                 logger.exception("worker %d crashed", os.getpid())
                 status = 1
             finally:
+                if beat is not None and status == 0:
+                    beat.stop(clean=True)
+                from tandem.observability.tracing import shutdown_tracing
+
+                shutdown_tracing()
                 logging.shutdown()
                 os._exit(status)
         self.children[pid] = time.monotonic()
