@@ -126,6 +126,9 @@ class PreforkSupervisor:
                 from tandem.observability.tracing import shutdown_tracing
 
                 shutdown_tracing()
+                recording = sys.modules.get("tandem.observability.recording")
+                if recording is not None:
+                    recording.flush_all(5.0)
                 logging.shutdown()
                 os._exit(status)
         self.children[pid] = time.monotonic()

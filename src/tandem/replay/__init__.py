@@ -1,0 +1,1 @@
+"""``tandem replay``: replay recorded requests against two servers and compare their answers."""
