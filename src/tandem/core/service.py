@@ -149,9 +149,18 @@ class PredictionService:
                 else:
                     response = getattr(self, route.handler)(request, **params)
             except Exception as exc:
+                response = error_response(exc)
                 if not isinstance(exc, (ModelError, UnprocessableInput, NotSupported, BadRequest)):
                     logger.exception("Request %s %s failed", request.method, request.path)
-                response = error_response(exc)
+                elif response.status >= 500:
+                    # The model failed: worth a log line even at DRUM's default level.
+                    logger.warning(
+                        "Request %s %s failed (%d): %s",
+                        request.method,
+                        request.path,
+                        response.status,
+                        exc,
+                    )
             finally:
                 if route.blocking:
                     self._in_progress.dec()
