@@ -275,7 +275,8 @@ def decide(
         return Decision(status, "hold", "paused", status.message or "paused")
 
     fired, gnumbers = _gradual(spec, obs)
-    streak = _streaks(status, fired)
+    # Gradual triggers only count while the candidate serves traffic (not in shadow).
+    streak = _streaks(status, fired) if status.phase in (Phase.CANARY, Phase.REDUCING) else {}
     triggered = sorted(n for n, c in streak.items() if c >= spec.triggers.consecutive)
 
     if status.phase == Phase.CANARY and triggered:

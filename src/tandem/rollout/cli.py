@@ -1,0 +1,340 @@
+"""``tandem rollout start|status|history|pause|resume|abort|promote``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE = "tandem-rollout.sqlite3"
+logger = logging.getLogger("tandem.rollout")
+
+
+def _state_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        default=DEFAULT_STATE,
+        help=f"rollout state file (SQLite; default {DEFAULT_STATE})",
+    )
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``tandem rollout``."""
+    rollout = sub.add_parser("rollout", help="canary rollout with automatic rollback")
+    actions = rollout.add_subparsers(dest="rollout_command", required=True)
+
+    start = actions.add_parser("start", help="start (or resume) a rollout and supervise it")
+    _state_arg(start)
+    start.add_argument("--code-dir", required=True)
+    start.add_argument("--target-type", required=True)
+    start.add_argument(
+        "--address",
+        default="127.0.0.1:8080",
+        help="public address of the traffic router (host:port)",
+    )
+    start.add_argument(
+        "--admin-address",
+        default=None,
+        help="router admin/dashboard address (default 127.0.0.1, next port)",
+    )
+    start.add_argument("--admin-token", default=None, help="bearer token for the admin API")
+    start.add_argument(
+        "--baseline", default="flask", help="baseline server type (flask, gunicorn, fastapi)"
+    )
+    start.add_argument("--candidate", default="fastapi", help="candidate server type")
+    start.add_argument("--config", type=Path, default=None, help="rollout.yaml")
+    for name in (
+        "steps",
+        "shadow-duration",
+        "step-hold",
+        "interval",
+        "window",
+        "reduction-wait",
+        "min-samples",
+    ):
+        start.add_argument(f"--{name}", default=None)
+    start.add_argument("--auto-resume", action="store_true", default=None)
+    start.add_argument(
+        "--notify-url", default=None, help="POST a Slack-compatible JSON message on phase changes"
+    )
+    start.add_argument("--baseline-env", action="append", default=[], metavar="K=V")
+    start.add_argument("--candidate-env", action="append", default=[], metavar="K=V")
+    start.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra `tandem server` argument for both deployments (repeatable)",
+    )
+    start.add_argument("--logging-level", default="info")
+
+    for name, text in (
+        ("status", "show the rollout's state"),
+        ("history", "every decision with its reason"),
+    ):
+        p = actions.add_parser(name, help=text)
+        _state_arg(p)
+        p.add_argument("--json", action="store_true")
+        if name == "status":
+            p.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    for name in ("pause", "resume", "abort", "promote"):
+        p = actions.add_parser(name, help=f"{name} the running rollout")
+        _state_arg(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch ``tandem rollout ...``."""
+    from tandem.errors import ConfigError
+
+    try:
+        if args.rollout_command == "start":
+            return _start(args)
+        if args.rollout_command == "status":
+            return _status(args)
+        if args.rollout_command == "history":
+            return _history(args)
+        return _command(args)
+    except ConfigError as exc:
+        print(f"tandem: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    from tandem.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} expects K=V, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _hostport(text: str, flag: str) -> tuple[str, int]:
+    from tandem.settings import parse_address
+
+    try:
+        return parse_address(text)
+    except Exception as exc:
+        raise exc.__class__(f"{flag}: {exc}") from None
+
+
+def _store(path: str) -> Any:
+    from tandem.rollout.store import RolloutStore
+
+    return RolloutStore(Path(path))
+
+
+def _start(args: argparse.Namespace) -> int:
+    from tandem.rollout.controller import (
+        Controller,
+        Deployment,
+        RouterClient,
+        Supervisor,
+        build_children,
+        free_port,
+        http_notifier,
+    )
+    from tandem.rollout.spec import RolloutSpec
+    from tandem.rollout.verify import baseline_verifier
+    from tandem.server_type import normalise_server_type
+
+    logging.getLogger("tandem.rollout").setLevel(args.logging_level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    overrides: dict[str, Any] = {
+        "shadow_duration": args.shadow_duration,
+        "step_hold": args.step_hold,
+        "interval": args.interval,
+        "window": args.window,
+        "reduction_wait": args.reduction_wait,
+        "min_samples": args.min_samples,
+        "auto_resume": args.auto_resume,
+    }
+    if args.steps:
+        overrides["steps"] = [float(s) for s in str(args.steps).split(",") if s.strip()]
+    spec = RolloutSpec.load(args.config, overrides)
+    store = _store(args.state)
+    saved = store.get_json("deployment")
+    if saved is not None:
+        dep = Deployment(**{**saved, "code_dir": Path(saved["code_dir"])})
+        logger.info("resuming the rollout recorded in %s", args.state)
+    else:
+        host, port = _hostport(args.address, "--address")
+        if args.admin_address:
+            admin_host, admin_port = _hostport(args.admin_address, "--admin-address")
+        else:
+            admin_host, admin_port = "127.0.0.1", port + 1
+        dep = Deployment(
+            code_dir=Path(args.code_dir).resolve(),
+            server_args=["--target-type", args.target_type, *args.server_arg],
+            baseline_type=normalise_server_type(args.baseline, "--baseline"),
+            candidate_type=normalise_server_type(args.candidate, "--candidate"),
+            baseline_env=_pairs(args.baseline_env, "--baseline-env"),
+            candidate_env=_pairs(args.candidate_env, "--candidate-env"),
+            public_host=host,
+            public_port=port,
+            admin_host=admin_host,
+            admin_port=admin_port,
+            admin_token=args.admin_token,
+            baseline_port=free_port(),
+            candidate_port=free_port(),
+        )
+        store.set_json("deployment", {**dep.__dict__, "code_dir": str(dep.code_dir)})
+        store.set_json("spec", spec.to_dict())
+    children = build_children(dep, Path(args.state).resolve())
+    pids = store.get_json("pids") or {}
+    for child in children:
+        child.pid = pids.get(child.name)
+    supervisor = Supervisor(children, Path(args.state).resolve().parent / "rollout-logs")
+    for name in ("baseline", "candidate"):
+        supervisor.ensure(name)
+    for name in ("baseline", "candidate"):
+        supervisor.wait_healthy(name)
+    supervisor.ensure("router")
+    supervisor.wait_healthy("router")
+    store.set_json("pids", {c.name: c.pid for c in children})
+    urls = {c.name: c.url for c in children}
+    controller = Controller(
+        spec,
+        store,
+        supervisor,
+        RouterClient(urls["router"], dep.admin_token),
+        {"baseline": urls["baseline"], "candidate": urls["candidate"]},
+        http_notifier(args.notify_url),
+        baseline_verifier(dep.code_dir, dep.baseline_type, args.target_type),
+    )
+    print(
+        f"rollout: router on http://{dep.public_host}:{dep.public_port}, dashboard on "
+        f"{urls['router']}/, state in {args.state}",
+        flush=True,
+    )
+
+    def stop(*_: Any) -> None:
+        controller.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        status = controller.run()
+    finally:
+        store.set_json("pids", {c.name: c.pid for c in children})
+        supervisor.stop_all()
+        store.set_json("pids", {})
+    print(f"rollout stopped: {status.phase.value} at {status.weight:g}%")
+    return 0
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+def status_document(store: Any) -> dict[str, Any]:
+    """Everything ``status`` shows, as data."""
+    status = store.load_status()
+    if status is None:
+        return {"status": None}
+    obs = store.observations(limit=1)
+    decisions = store.decisions(limit=100000)
+    now = time.time()
+    return {
+        "status": status.to_dict(),
+        "time_in_step_s": round(now - status.step_started_at, 1),
+        "latest": obs[-1] if obs else None,
+        "last_decision": decisions[-1].__dict__ if decisions else None,
+        "deployment": store.get_json("deployment"),
+    }
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store = _store(args.state)
+    console = Console()
+    while True:
+        doc = status_document(store)
+        if args.json:
+            print(json.dumps(doc, default=str, sort_keys=True))
+            return 0 if doc["status"] else 1
+        if doc["status"] is None:
+            console.print(f"no rollout recorded in {args.state}")
+            return 1
+        st = doc["status"]
+        table = Table(title=f"Tandem rollout — {st['phase']} at {st['weight']:g}%")
+        table.add_column("")
+        table.add_column("baseline", justify="right")
+        table.add_column("candidate", justify="right")
+        latest = doc["latest"] or {}
+
+        def cell(side: str, key: str, fmt: str, latest: dict[str, Any] = latest) -> str:
+            value = (latest.get(side) or {}).get(key)
+            return "—" if value is None else fmt.format(value)
+
+        table.add_row(
+            "requests (window)",
+            cell("baseline", "requests", "{}"),
+            cell("candidate", "requests", "{}"),
+        )
+        table.add_row(
+            "error rate",
+            cell("baseline", "error_rate", "{:.3%}"),
+            cell("candidate", "error_rate", "{:.3%}"),
+        )
+        table.add_row(
+            "P99", cell("baseline", "p99_ms", "{:.1f} ms"), cell("candidate", "p99_ms", "{:.1f} ms")
+        )
+        table.add_row(
+            "RSS",
+            cell("baseline", "rss_mb", "{:.0f} MiB"),
+            cell("candidate", "rss_mb", "{:.0f} MiB"),
+        )
+        console.print(table)
+        console.print(
+            f"phase {st['phase']}, weight {st['weight']:g}%, step "
+            f"{st['step_index']}, {doc['time_in_step_s']:.0f}s in step"
+        )
+        last = doc["last_decision"]
+        if last:
+            console.print(
+                f"last decision {_when(last['at'])} {last['action']} "
+                f"[{last['rule']}]: {last['reason']}"
+            )
+        if latest.get("reason"):
+            console.print(f"next: {latest['reason']}")
+        if not args.watch:
+            return 0
+        time.sleep(1.0)
+        console.clear()
+
+
+def _history(args: argparse.Namespace) -> int:
+    store = _store(args.state)
+    rows = store.decisions(limit=100000)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], default=str))
+        return 0
+    for r in rows:
+        print(
+            f"{_when(r.at)} {r.action:<13} {r.from_weight:>6g}% -> {r.to_weight:<6g}% "
+            f"[{r.rule}] {r.reason}"
+        )
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    store = _store(args.state)
+    if store.load_status() is None:
+        print(f"no rollout recorded in {args.state}", file=sys.stderr)
+        return 1
+    seq = store.add_command(args.rollout_command)
+    print(
+        f"{args.rollout_command} queued (#{seq}); the controller applies it at its next evaluation"
+    )
+    return 0

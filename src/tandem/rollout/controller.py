@@ -1,0 +1,714 @@
+"""The rollout controller: supervises baseline, candidate and router; observes, decides, acts.
+
+Each evaluation (every ``spec.interval`` seconds):
+
+1. take at most one operator command from the store;
+2. observe: the router's cumulative per-side counters (windows are differences between
+   snapshots), each deployment's ``/stats/`` (RSS, OOM kills) and the candidate's ``/ping``;
+3. :func:`~tandem.rollout.decide.decide`;
+4. save the new status and the decision in one transaction, *then* tell the router the weight;
+5. record the observations (status table, dashboard), notify on phase changes and rollbacks,
+   and after a rollback verify the baseline.
+
+Killing the controller, even with SIGKILL, leaves the children serving (they run in their own
+sessions); starting it again with the same state file adopts them and resumes at the recorded
+phase and weight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tandem.rollout.analysis import SideWindow, percentile_from_histogram
+from tandem.rollout.decide import Decision, Observations, decide
+from tandem.rollout.spec import RolloutSpec
+from tandem.rollout.status import Phase, RolloutStatus
+from tandem.rollout.store import RolloutStore
+
+logger = logging.getLogger("tandem.rollout")
+
+SIDES = ("baseline", "candidate")
+
+
+@dataclass
+class ChildSpec:
+    """A supervised child process: how to start it and where it answers."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    url: str
+    health_path: str = "/ping"
+    pid: int | None = None
+    log_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for the store."""
+        return {
+            "name": self.name,
+            "command": self.command,
+            "env": self.env,
+            "url": self.url,
+            "health_path": self.health_path,
+            "pid": self.pid,
+            "log_path": self.log_path,
+        }
+
+
+def _alive(pid: int | None, command: Sequence[str]) -> bool:
+    """Whether ``pid`` is still the process we started (same command line)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return (
+            proc.is_running()
+            and proc.status() != psutil.STATUS_ZOMBIE
+            and (proc.cmdline()[-len(command) :] == list(command)[-len(command) :])
+        )
+    except psutil.Error:
+        return False
+
+
+class Supervisor:
+    """Starts, adopts and restarts the rollout's child processes."""
+
+    def __init__(self, children: list[ChildSpec], log_dir: Path) -> None:
+        self.children = {c.name: c for c in children}
+        self.log_dir = log_dir
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def ensure(self, name: str) -> bool:
+        """Start the child unless it is already running; True when it was (re)started."""
+        child = self.children[name]
+        if child.name in self._procs and self._procs[child.name].poll() is None:
+            return False
+        if child.name not in self._procs and _alive(child.pid, child.command):
+            return False  # adopted from a previous controller
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{child.name}.log"
+        env = {**os.environ, **child.env}
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                child.command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._procs[child.name] = proc
+        child.pid = proc.pid
+        child.log_path = str(log_path)
+        logger.info("started %s (pid %d): %s", child.name, proc.pid, " ".join(child.command))
+        return True
+
+    def wait_healthy(self, name: str, timeout: float = 120.0) -> None:
+        """Block until the child answers its health path (or fail with its log tail)."""
+        child = self.children[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self._procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+            try:
+                if httpx.get(child.url + child.health_path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not become healthy in {timeout:g}s:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """The last lines a child printed."""
+        path = self.children[name].log_path
+        if not path:
+            return ""
+        try:
+            return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def running(self, name: str) -> bool:
+        """Whether the child process is alive."""
+        proc = self._procs.get(name)
+        if proc is not None:
+            return proc.poll() is None
+        child = self.children[name]
+        return _alive(child.pid, child.command)
+
+    def stop_all(self, timeout: float = 15.0) -> None:
+        """SIGTERM every child's process group, then SIGKILL what is left."""
+        pids = [c.pid for c in self.children.values() if c.pid]
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + timeout
+        for pid in pids:
+            while time.monotonic() < deadline and psutil.pid_exists(pid):
+                try:
+                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.Error:
+                    break
+                time.sleep(0.05)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class RouterClient:
+    """The controller's view of the router's admin API."""
+
+    def __init__(self, admin_url: str, token: str | None = None) -> None:
+        self.admin_url = admin_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.admin_url, headers=headers, timeout=5.0)
+
+    def stats(self) -> dict[str, Any]:
+        """Cumulative statistics since the router started."""
+        resp = self._client.get("/api/stats")
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def set_routing(self, weight: float, mirror_rate: float) -> dict[str, Any]:
+        """Apply a weight (percent) and mirror rate atomically."""
+        resp = self._client.post(
+            "/api/routing",
+            json={"weight_bp": int(round(weight * 100)), "mirror_rate": mirror_rate},
+        )
+        resp.raise_for_status()
+        return dict(resp.json())
+
+
+@dataclass
+class Counters:
+    """Cumulative counts for one side, as read from the router."""
+
+    requests: int = 0
+    errors: int = 0
+    latency: list[int] = field(default_factory=list)
+
+    def minus(self, older: Counters) -> Counters:
+        """The traffic between two snapshots (counters reset if the router restarted)."""
+        if self.requests < older.requests:
+            return self
+        lat = (
+            [a - b for a, b in zip(self.latency, older.latency, strict=False)]
+            if (len(older.latency) == len(self.latency))
+            else list(self.latency)
+        )
+        return Counters(self.requests - older.requests, self.errors - older.errors, lat)
+
+
+@dataclass
+class Snapshot:
+    """One reading of the router's counters."""
+
+    at: float
+    sides: dict[str, Counters]
+    bounds: list[float]
+    mirror_compared: int
+    mirror_differences: int
+    first_difference: str
+
+
+def parse_router_stats(doc: Mapping[str, Any], at: float) -> Snapshot:
+    """Turn the router's ``/api/stats`` document into per-side counters.
+
+    The candidate side sums served and mirrored traffic: in shadow, mirrored requests are the
+    only evidence of how the candidate behaves. Latency bounds become seconds; the overflow
+    bucket is given a bound 10 % past the last one.
+    """
+    bounds_ms = [float(b) for b in doc["latency_bounds_ms"]]
+    bounds = [b / 1000.0 for b in bounds_ms] + [bounds_ms[-1] * 1.1 / 1000.0]
+    sides: dict[str, Counters] = {}
+    for side in SIDES:
+        total = Counters()
+        kinds = ("served", "mirrored") if side == "candidate" else ("served",)
+        for kind in kinds:
+            block = doc[kind][side]
+            counts = [int(c) for c in block["latency"]["counts"]]
+            total.requests += int(block["requests"])
+            total.errors += int(block["errors"])
+            total.latency = (
+                counts
+                if not total.latency
+                else [a + b for a, b in zip(total.latency, counts, strict=True)]
+            )
+        sides[side] = total
+    mirror = doc.get("mirror", {})
+    diffs = mirror.get("differences") or []
+    first = ""
+    if diffs:
+        item = diffs[0]
+        first = (
+            f"{item.get('method', '')} {item.get('path', '?')} (request "
+            f"{item.get('request_id')}): {', '.join(item.get('differs', []))} differ"
+            + (
+                f" at byte {item['offset']}: baseline {item.get('baseline_bytes')!r}, candidate "
+                f"{item.get('candidate_bytes')!r}"
+                if item.get("offset") is not None
+                else ""
+            )
+        )
+    return Snapshot(
+        at,
+        sides,
+        bounds,
+        int(mirror.get("compared", 0)),
+        int(mirror.get("differing", 0)),
+        first[:400],
+    )
+
+
+def window(snapshots: Sequence[Snapshot], since: float, side: str) -> SideWindow:
+    """Traffic of one side from the first snapshot at or after ``since`` to the latest."""
+    if not snapshots:
+        return SideWindow()
+    latest = snapshots[-1]
+    base = next((s for s in snapshots if s.at >= since), snapshots[0])
+    if base is latest and len(snapshots) > 1 and since <= snapshots[0].at:
+        base = snapshots[0]
+    delta = latest.sides[side].minus(base.sides[side]) if base is not latest else Counters()
+    p99 = percentile_from_histogram(latest.bounds, delta.latency, 0.99) if delta.latency else None
+    return SideWindow(delta.requests, delta.errors, p99)
+
+
+@dataclass
+class Deployment:
+    """What a rollout runs: the model, the two stacks, the addresses."""
+
+    code_dir: Path
+    server_args: list[str]
+    baseline_type: str = "flask"
+    candidate_type: str = "fastapi"
+    baseline_env: dict[str, str] = field(default_factory=dict)
+    candidate_env: dict[str, str] = field(default_factory=dict)
+    public_host: str = "127.0.0.1"
+    public_port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    admin_token: str | None = None
+    baseline_port: int = 0
+    candidate_port: int = 0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
+    """The three child processes of a rollout."""
+    python = sys.executable
+    children = []
+    for side, stack, port, extra in (
+        ("baseline", dep.baseline_type, dep.baseline_port, dep.baseline_env),
+        ("candidate", dep.candidate_type, dep.candidate_port, dep.candidate_env),
+    ):
+        env = {"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": stack, **extra}
+        children.append(
+            ChildSpec(
+                side,
+                [
+                    python,
+                    "-m",
+                    "tandem",
+                    "server",
+                    "--code-dir",
+                    str(dep.code_dir),
+                    "--address",
+                    f"127.0.0.1:{port}",
+                    *dep.server_args,
+                ],
+                env,
+                f"http://127.0.0.1:{port}",
+            )
+        )
+    router_cmd = [
+        python,
+        "-m",
+        "tandem.rollout.router",
+        "--listen",
+        f"{dep.public_host}:{dep.public_port}",
+        "--admin",
+        f"{dep.admin_host}:{dep.admin_port}",
+        "--baseline",
+        f"http://127.0.0.1:{dep.baseline_port}",
+        "--candidate",
+        f"http://127.0.0.1:{dep.candidate_port}",
+        "--store",
+        str(state),
+    ]
+    router_env = {"TANDEM_ROUTER_ADMIN_TOKEN": dep.admin_token} if dep.admin_token else {}
+    children.append(
+        ChildSpec(
+            "router",
+            router_cmd,
+            router_env,
+            f"http://{dep.admin_host}:{dep.admin_port}",
+            "/api/health",
+        )
+    )
+    return children
+
+
+Notifier = Callable[[str, dict[str, Any]], None]
+Verifier = Callable[[str], dict[str, Any]]
+
+
+def http_notifier(url: str | None) -> Notifier:
+    """POST ``{"text": ..., "rollout": {...}}`` (Slack-compatible) without blocking the loop."""
+
+    def notify(text: str, details: dict[str, Any]) -> None:
+        if not url:
+            return
+
+        def send() -> None:
+            try:
+                httpx.post(url, json={"text": text, "rollout": details}, timeout=5.0)
+            except httpx.HTTPError as exc:
+                logger.warning("notification to %s failed: %s", url, exc)
+
+        threading.Thread(target=send, name="tandem-notify", daemon=True).start()
+
+    return notify
+
+
+class Controller:
+    """Runs the rollout until it ends and then keeps the winning stack served until stopped."""
+
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        store: RolloutStore,
+        supervisor: Supervisor,
+        router: RouterClient,
+        side_urls: Mapping[str, str],
+        notify: Notifier,
+        verify: Verifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.supervisor = supervisor
+        self.router = router
+        self.side_urls = dict(side_urls)
+        self.notify = notify
+        self.verify = verify
+        self.clock = clock
+        self.snapshots: deque[Snapshot] = deque()
+        self.rss_history: deque[tuple[float, float]] = deque()
+        self.last_ping: float | None = None
+        self.last_rule: str | None = None
+        self.mirror_rate = 0.0
+        self._stop = threading.Event()
+        self._http = httpx.Client(timeout=2.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def initial_status(self) -> RolloutStatus:
+        """The saved status, or a new shadow phase."""
+        saved = self.store.load_status()
+        if saved is not None:
+            logger.info("resuming rollout: %s at %g%%", saved.phase.value, saved.weight)
+            last = self.store.decisions(limit=100000)
+            self.last_rule = last[-1].rule if last else None
+            return saved
+        now = self.clock()
+        status = RolloutStatus(
+            phase=Phase.SHADOW,
+            started_at=now,
+            phase_started_at=now,
+            step_started_at=now,
+            spec_digest=self.spec.digest(),
+            message="shadow: mirroring live traffic to the candidate",
+        )
+        self.store.save(
+            status,
+            action="start",
+            rule="operator.start",
+            reason=f"rollout started (spec {status.spec_digest})",
+            numbers={"spec": self.spec.to_dict()},
+            at=now,
+        )
+        self.notify("Tandem rollout started: shadow phase", {"phase": "shadow"})
+        return status
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current evaluation."""
+        self._stop.set()
+
+    def run(self) -> RolloutStatus:
+        """Evaluate every interval until stopped; returns the last status."""
+        status = self.initial_status()
+        self.apply(status)
+        while not self._stop.is_set():
+            started = self.clock()
+            try:
+                status = self.tick(status)
+            except Exception:
+                logger.exception("evaluation failed; retrying next interval")
+            self._stop.wait(max(0.0, self.spec.interval - (self.clock() - started)))
+        return status
+
+    # -- one evaluation --------------------------------------------------------------------
+
+    def tick(self, status: RolloutStatus) -> RolloutStatus:
+        """Observe, decide, record, apply."""
+        for name in ("router", "baseline"):
+            if self.supervisor.ensure(name):
+                self.supervisor.wait_healthy(name)
+        command = None
+        pending = self.store.pending_commands()
+        if pending:
+            seq, command = pending[0]
+            self.store.mark_handled(seq)
+        obs = self.observe(status)
+        if obs is None:
+            return status
+        decision = decide(self.spec, status, obs, command)
+        self.record(status, decision, obs)
+        self.apply(decision.status)
+        self.after(status, decision)
+        return decision.status
+
+    def observe(self, status: RolloutStatus) -> Observations | None:
+        """Collect one evaluation's observations (None when the router cannot be read)."""
+        now = self.clock()
+        try:
+            snap = parse_router_stats(self.router.stats(), now)
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            logger.warning("router statistics unavailable: %s", exc)
+            return None
+        self.snapshots.append(snap)
+        keep = (
+            max(
+                self.spec.window,
+                self.spec.step_hold,
+                self.spec.shadow_duration,
+                self.spec.reduction_wait,
+            )
+            + 5 * self.spec.interval
+        )
+        while len(self.snapshots) > 2 and self.snapshots[1].at < now - keep:
+            self.snapshots.popleft()
+        rss = {side: self._rss(side) for side in SIDES}
+        oom = self._oom_kills("candidate")
+        if self._ping("candidate"):
+            self.last_ping = now
+        if rss["candidate"] is not None:
+            self.rss_history.append((now, rss["candidate"]))
+            horizon = max(2 * self.spec.triggers.leak_min_span, 3600.0)
+            while self.rss_history and self.rss_history[0][0] < now - horizon:
+                self.rss_history.popleft()
+        step_since = (
+            status.step_started_at if status.phase != Phase.SHADOW else (status.phase_started_at)
+        )
+        snaps = list(self.snapshots)
+        return Observations(
+            now=now,
+            baseline=window(snaps, now - self.spec.window, "baseline"),
+            candidate=window(snaps, now - self.spec.window, "candidate"),
+            step_baseline=window(snaps, step_since, "baseline"),
+            step_candidate=window(snaps, step_since, "candidate"),
+            baseline_rss=rss["baseline"],
+            candidate_rss=rss["candidate"],
+            candidate_rss_history=tuple(self.rss_history),
+            candidate_oom_kills=oom,
+            candidate_last_ping=self.last_ping,
+            mirror_compared=snap.mirror_compared,
+            mirror_differences=snap.mirror_differences,
+            first_difference=snap.first_difference,
+        )
+
+    def _stats(self, side: str) -> dict[str, Any] | None:
+        try:
+            resp = self._http.get(self.side_urls[side] + "/stats/")
+            return dict(resp.json()) if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def _rss(self, side: str) -> float | None:
+        """Mean RSS of one serving process, in bytes.
+
+        Per worker, not the server total: a Flask development server is one process while
+        Gunicorn and Tandem's Uvicorn run a supervisor plus workers, so totals would compare
+        process counts, not the stacks' memory use.
+        """
+        doc = self._stats(side)
+        if not doc:
+            return None
+        try:
+            workers = [float(w["rss"]) for w in doc["worker_info"]["workers"] if w.get("rss")]
+            mib = sum(workers) / len(workers) if workers else float(doc["mem_info"]["drum_rss"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+        return mib * 1024 * 1024
+
+    def _oom_kills(self, side: str) -> int:
+        doc = self._stats(side)
+        try:
+            return int(doc["worker_info"]["oom_kills"]) if doc else 0
+        except (KeyError, TypeError, ValueError):
+            return 0
+
+    def _ping(self, side: str) -> bool:
+        try:
+            timeout = min(2.0, max(0.2, self.spec.interval))
+            resp = self._http.get(self.side_urls[side] + "/ping", timeout=timeout)
+            return resp.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def record(self, before: RolloutStatus, decision: Decision, obs: Observations) -> None:
+        """Save status (+ the decision when it is news) before anything is applied."""
+        news = decision.action != "hold" or decision.rule != self.last_rule
+        self.store.save(
+            decision.status,
+            action=decision.action if news else None,
+            rule=decision.rule,
+            from_weight=before.weight,
+            reason=decision.reason,
+            numbers=decision.numbers,
+            at=obs.now,
+        )
+        if news:
+            self.last_rule = decision.rule
+            log = logger.warning if decision.action == "rollback" else logger.info
+            log(
+                "%s [%s] %g%% -> %g%%: %s",
+                decision.action,
+                decision.rule,
+                before.weight,
+                decision.status.weight,
+                decision.reason,
+            )
+        doc = observation_doc(obs, decision)
+        doc["mirror_rate"] = self.mirror_rate_for(decision.status)
+        self.store.add_observation(obs.now, decision.status.weight, doc)
+
+    def mirror_rate_for(self, status: RolloutStatus) -> float:
+        """How much baseline traffic is mirrored in a phase."""
+        if status.phase == Phase.SHADOW:
+            return self.spec.shadow_sample_rate
+        if status.phase.is_terminal:
+            return 0.0
+        return self.spec.canary_mirror_rate
+
+    def apply(self, status: RolloutStatus) -> None:
+        """Tell the router the recorded weight and mirror rate."""
+        mirror = self.mirror_rate_for(status)
+        try:
+            self.router.set_routing(status.weight, mirror)
+        except httpx.HTTPError as exc:
+            logger.warning("could not apply weight %g%%: %s (retrying)", status.weight, exc)
+
+    def after(self, before: RolloutStatus, decision: Decision) -> None:
+        """Notifications and post-rollback verification."""
+        new = decision.status
+        if new.phase == before.phase and decision.action not in ("step_up", "reduce"):
+            return
+        details = {
+            "phase": new.phase.value,
+            "weight": new.weight,
+            "rule": decision.rule,
+            "reason": decision.reason,
+        }
+        if decision.action == "rollback":
+            self.notify(
+                f":rotating_light: Tandem rollout rolled back ({decision.rule}): {decision.reason}",
+                details,
+            )
+        else:
+            self.notify(
+                f"Tandem rollout: {decision.action} -> {new.phase.value} at "
+                f"{new.weight:g}%: {decision.reason}",
+                details,
+            )
+        if new.phase in (Phase.ROLLED_BACK, Phase.ABORTED) and self.verify is not None:
+            self.run_verification(new)
+
+    def run_verification(self, status: RolloutStatus) -> None:
+        """Verify the baseline after a rollback and record the result."""
+        assert self.verify is not None
+        try:
+            result = self.verify(self.side_urls["baseline"])
+        except Exception as exc:  # a verifier crash is a failed verification, not a crash
+            result = {"passed": False, "summary": f"verification crashed: {exc!r}"}
+        passed = bool(result.get("passed"))
+        summary = str(result.get("summary", ""))
+        self.store.save(
+            status,
+            action="verify",
+            rule="post_rollback.verify",
+            from_weight=status.weight,
+            reason=("baseline verification passed" if passed else "baseline verification FAILED")
+            + (f": {summary}" if summary else ""),
+            numbers={"verification": result},
+        )
+        if not passed:
+            self.notify(
+                f":x: Tandem post-rollback verification failed: {summary}",
+                {"phase": status.phase.value, "verification": result},
+            )
+
+
+def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:
+    """The per-evaluation row the status table and dashboard read.
+
+    ``{"phase", "action", "rule", "reason", "baseline": {...}, "candidate": {...},
+    "mirror": {"compared", "differences"}}`` where each side has ``requests``, ``errors``,
+    ``error_rate``, ``p99_ms`` (trigger window) and ``rss_mb``.
+    """
+
+    def side(win: SideWindow, rss: float | None) -> dict[str, Any]:
+        return {
+            "requests": win.requests,
+            "errors": win.errors,
+            "error_rate": win.error_rate,
+            "p99_ms": None if win.p99 is None else round(win.p99 * 1000, 3),
+            "rss_mb": None if rss is None else round(rss / 1048576, 2),
+        }
+
+    return {
+        "phase": decision.status.phase.value,
+        "action": decision.action,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "baseline": side(obs.baseline, obs.baseline_rss),
+        "candidate": side(obs.candidate, obs.candidate_rss),
+        "mirror": {"compared": obs.mirror_compared, "differences": obs.mirror_differences},
+        "candidate_oom_kills": obs.candidate_oom_kills,
+        "ping_age_s": None
+        if obs.candidate_last_ping is None
+        else round(obs.now - obs.candidate_last_ping, 3),
+    }
+
+
+def dumps(doc: Any) -> str:
+    """Compact JSON."""
+    return json.dumps(doc, sort_keys=True, default=str)
