@@ -100,7 +100,12 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start and wait until ``/ping`` answers (200 or the error server's 513)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_RUNTIME_PARAM_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MLOPS_RUNTIME_PARAM_")
+            and k not in ("TANDEM_STATE_DIR", "PROMETHEUS_MULTIPROC_DIR", "TANDEM_MASTER_PID")
+        }
         env.pop("DRUM_SERVER_TYPE", None)
         if self.server_type is not None:
             env["MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE"] = self.server_type

@@ -47,10 +47,24 @@ def serve(settings: ServeSettings) -> int:
     return _serve_uvicorn(settings)
 
 
-def _load_service(settings: ServeSettings) -> Any:
+def _load_service(settings: ServeSettings, before_fork: bool = False) -> Any:
+    """Load the model; before a fork, with OpenMP held to one thread.
+
+    GNU libgomp does not survive fork once a parallel region has run: a worker's first
+    multi-threaded region would wait forever for pool threads that exist only in the parent.
+    Loading single-threaded (including any warm-up a ``load_model`` hook does) leaves no pool
+    behind, and each worker builds its own at full width.
+    """
     from tandem.core.service import PredictionService
 
-    return PredictionService.load(settings)
+    if not before_fork:
+        return PredictionService.load(settings)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return PredictionService.load(settings)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return PredictionService.load(settings)
 
 
 def _serve_werkzeug(settings: ServeSettings) -> int:
@@ -84,7 +98,7 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     )
 
     # Load once in the master, before fork: workers share the model's pages copy-on-write.
-    app = create_app(_load_service(settings))
+    app = create_app(_load_service(settings, before_fork=True))
     params = Params()
 
     class _PropagatingLogger(Logger):  # type: ignore[misc]
@@ -148,7 +162,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
 
     params = Params()
     # Built before fork, like Gunicorn's preload: workers share the model copy-on-write.
-    app = create_app(_load_service(settings))
+    app = create_app(_load_service(settings, before_fork=True))
     config = uvicorn.Config(
         app,
         host=settings.host,
