@@ -16,7 +16,7 @@ SPEC = RolloutSpec(
     window=5,
     min_samples=100,
     reduction_wait=30,
-    triggers=Triggers(ping_timeout=30, leak_min_span=60),
+    triggers=Triggers(ping_timeout=30, leak_min_span=60, leak_warmup=0),
 )
 T0 = 1_000_000.0
 OK_BASE = SideWindow(1000, 0, 0.010)
@@ -257,6 +257,19 @@ def test_leak_rule_needs_span_and_growth() -> None:
         ).action
         == "hold"
     )
+    # A one-off step (warm-up) is not a leak: the second half does not grow.
+    step = tuple((T0 + t, 200 * MB if t < 20 else 240 * MB) for t in range(0, 61, 5))
+    assert (
+        decide(SPEC, canary(10, 2, step_started_at=T0 + 99), obs(candidate_rss_history=step)).action
+        == "hold"
+    )
+    warm = SPEC.with_overrides(triggers=Triggers(ping_timeout=30, leak_min_span=60, leak_warmup=30))
+    assert (
+        decide(
+            warm, canary(10, 2, step_started_at=T0 + 99), obs(candidate_rss_history=history)
+        ).action
+        == "hold"
+    )  # 30 s left < 60 s
     flat = tuple((T0 + t, 200 * MB) for t in range(0, 61, 5))
     assert (
         decide(SPEC, canary(10, 2, step_started_at=T0 + 99), obs(candidate_rss_history=flat)).action
@@ -290,6 +303,18 @@ def test_gradual_reduction_walks_the_table_and_rolls_back() -> None:
         weights.append(status.weight)
     assert weights == [50.0, 25.0, 5.0, 0.0]
     assert status.phase == Phase.ROLLED_BACK and status.rollback_rule == "gradual.p99"
+
+
+def test_reducing_without_evidence_neither_reduces_nor_clears() -> None:
+    reducing = canary(50, 4, phase=Phase.REDUCING, last_reduction_at=T0, trigger_streak={"p99": 2})
+    few = SideWindow(5, 0, 0.5)  # below min_samples: the P99 trigger cannot be judged
+    d = decide(SPEC, reducing, obs(T0 + 40, candidate=few))
+    assert (d.action, d.rule, d.status.weight, d.status.phase) == (
+        "hold",
+        "inconclusive",
+        50,
+        Phase.REDUCING,
+    )
 
 
 def test_cleared_trigger_holds_until_resume() -> None:

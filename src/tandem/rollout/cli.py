@@ -63,6 +63,12 @@ def add_parser(sub: Any) -> None:
     start.add_argument(
         "--notify-url", default=None, help="POST a Slack-compatible JSON message on phase changes"
     )
+    start.add_argument(
+        "--backend-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the router waits for a backend before answering from the baseline",
+    )
     start.add_argument("--baseline-env", action="append", default=[], metavar="K=V")
     start.add_argument("--candidate-env", action="append", default=[], metavar="K=V")
     start.add_argument(
@@ -185,6 +191,7 @@ def _start(args: argparse.Namespace) -> int:
             admin_token=args.admin_token,
             baseline_port=free_port(),
             candidate_port=free_port(),
+            backend_timeout=args.backend_timeout,
         )
         store.set_json("deployment", {**dep.__dict__, "code_dir": str(dep.code_dir)})
         store.set_json("spec", spec.to_dict())

@@ -310,6 +310,8 @@ class Deployment:
     admin_token: str | None = None
     baseline_port: int = 0
     candidate_port: int = 0
+    backend_timeout: float = 60.0
+    """Seconds the router waits for a backend before failing over to the baseline."""
 
 
 def free_port() -> int:
@@ -362,6 +364,8 @@ def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
         f"http://127.0.0.1:{dep.candidate_port}",
         "--store",
         str(state),
+        "--backend-timeout",
+        str(dep.backend_timeout),
     ]
     router_env = {"TANDEM_ROUTER_ADMIN_TOKEN": dep.admin_token} if dep.admin_token else {}
     children.append(
@@ -425,6 +429,7 @@ class Controller:
         self.last_ping: float | None = None
         self.last_rule: str | None = None
         self.mirror_rate = 0.0
+        self.reference_baseline: SideWindow | None = None
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=2.0)
 
@@ -529,11 +534,17 @@ class Controller:
             status.step_started_at if status.phase != Phase.SHADOW else (status.phase_started_at)
         )
         snaps = list(self.snapshots)
+        step_baseline = window(snaps, step_since, "baseline")
+        if step_baseline.requests >= self.spec.min_samples:
+            self.reference_baseline = step_baseline
+        elif status.weight >= 100.0 and self.reference_baseline is not None:
+            # At 100 % the baseline serves nothing: judge against its last full step.
+            step_baseline = self.reference_baseline
         return Observations(
             now=now,
             baseline=window(snaps, now - self.spec.window, "baseline"),
             candidate=window(snaps, now - self.spec.window, "candidate"),
-            step_baseline=window(snaps, step_since, "baseline"),
+            step_baseline=step_baseline,
             step_candidate=window(snaps, step_since, "candidate"),
             baseline_rss=rss["baseline"],
             candidate_rss=rss["candidate"],

@@ -156,10 +156,10 @@ def _immediate(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> D
                     "threshold": trig.immediate_error_rate,
                 },
             )
-    growth = growth_per_hour(obs.candidate_rss_history)
+    growth = _leak(trig, obs.candidate_rss_history)
     if growth is not None:
         rate, span = growth
-        if span >= trig.leak_min_span and rate > trig.rss_growth_per_hour:
+        if rate > trig.rss_growth_per_hour:
             return _rollback(
                 status,
                 now,
@@ -169,6 +169,26 @@ def _immediate(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> D
                 {"growth_per_hour": rate, "span_s": span, "threshold": trig.rss_growth_per_hour},
             )
     return None
+
+
+def _leak(trig: Any, history: tuple[tuple[float, float], ...]) -> tuple[float, float] | None:
+    """Sustained RSS growth (rate per hour, span) after warm-up, or None.
+
+    Both halves of the span must grow faster than the threshold, so a one-off step (a cache
+    filling, a pool growing) is not a leak.
+    """
+    if not history:
+        return None
+    settled = [(t, v) for t, v in history if t >= history[0][0] + trig.leak_warmup]
+    whole = growth_per_hour(settled)
+    if whole is None or whole[1] < trig.leak_min_span:
+        return None
+    middle = settled[0][0] + whole[1] / 2
+    first = growth_per_hour([p for p in settled if p[0] <= middle])
+    second = growth_per_hour([p for p in settled if p[0] >= middle])
+    if first is None or second is None:
+        return None
+    return min(whole[0], first[0], second[0]), whole[1]
 
 
 def _gradual(spec: RolloutSpec, obs: Observations) -> tuple[dict[str, bool], dict[str, Any]]:
@@ -308,10 +328,13 @@ def decide(
                 "before re-evaluating",
                 gnumbers,
             )
-        if triggered:
+        # Re-evaluate on this evaluation's evidence only: a trigger that could not be judged
+        # now (too few requests) neither reduces again nor counts as cleared.
+        still = [name for name in triggered if fired.get(name)]
+        if still:
             target = spec.reduce_to(status.weight)
-            rule = f"gradual.{triggered[0]}"
-            reason = _gradual_reason(triggered, gnumbers, status.weight, target)
+            rule = f"gradual.{still[0]}"
+            reason = _gradual_reason(still, gnumbers, status.weight, target)
             if target <= 0:
                 return _rollback(status.evolve(trigger_streak=streak), now, rule, reason, gnumbers)
             new = status.evolve(
@@ -322,7 +345,8 @@ def decide(
                 message=f"reducing: {reason}",
             )
             return Decision(new, "reduce", rule, reason, gnumbers)
-        if fired and not any(fired.values()):
+        causes = [n for n, c in status.trigger_streak.items() if c >= spec.triggers.consecutive]
+        if causes and all(n in fired for n in causes):  # judged now, and none fired
             if spec.auto_resume:
                 new = status.evolve(
                     phase=Phase.CANARY,

@@ -70,6 +70,8 @@ class Triggers:
     """Candidate RSS growth rate (fraction of its starting RSS per hour) that counts as a leak."""
     leak_min_span: float = 600.0
     """Seconds of RSS history needed before the leak rule may fire."""
+    leak_warmup: float = 600.0
+    """Seconds of RSS history ignored at first (imports, caches and pools settle)."""
     p99_increase: float = 0.50
     """Candidate P99 above the baseline's by more than this starts a gradual reduction."""
     memory_increase: float = 0.50
@@ -182,7 +184,7 @@ class RolloutSpec:
                 if not isinstance(doc["triggers"], Triggers)
                 else asdict(doc["triggers"])
             )
-            for key in ("ping_timeout", "leak_min_span"):
+            for key in ("ping_timeout", "leak_min_span", "leak_warmup"):
                 if key in trig:
                     trig[key] = parse_duration(trig[key], f"triggers.{key}")
             values["triggers"] = Triggers(**trig)
