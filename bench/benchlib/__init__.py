@@ -1,0 +1,1 @@
+"""Library of the Tandem benchmark harness (``bench/run.py``); standard library only."""
