@@ -213,7 +213,6 @@ COMPARED: tuple[tuple[str, str, bytes, dict[str, str]], ...] = (
     ("POST", "/predict/", CSV, {"Content-Type": "text/csv"}),
     ("POST", "/invocations", CSV, {"Content-Type": "text/csv"}),
     ("POST", "/predict/", b"", {}),
-    ("GET", "/models", b"", {}),
     ("GET", "/directAccess/v1/x", b"", {}),
     ("POST", "/predictUnstructured/", b"hi", {"Content-Type": "text/plain"}),
 )
