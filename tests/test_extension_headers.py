@@ -30,3 +30,33 @@ def test_extension_401_has_version_and_request_id(
     assert allowed.headers["x-request-id"] == "rid-ok"
     # The core's own headers are not duplicated.
     assert len(allowed.headers.get_list("x-drum-version")) == 1
+
+
+def test_prediction_lanes_only_without_extensions(tmp_path: Path) -> None:
+    """Predictions skip the frameworks' dispatch only when no extension hooks could run."""
+    from tandem.core.service import PredictionService
+    from tandem.servers import fastapi_app, flask_app
+
+    plain = tmp_path / "plain"
+    shutil.copytree(EXAMPLES / "regression", plain)
+    spec = ModelSpec("plain", "unused", ("--target-type", "regression"))
+    service = PredictionService.load(settings_for(spec, plain, "gunicorn"))
+    assert isinstance(flask_app.create_app(service).wsgi_app, flask_app.PredictLane)
+    fast = fastapi_app.create_app(PredictionService.load(settings_for(spec, plain, "fastapi")))
+    assert any(m.cls is fastapi_app.PredictLane for m in fast.user_middleware)
+
+
+def test_no_prediction_lane_with_an_extension(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tandem.core.service import PredictionService
+    from tandem.servers import fastapi_app, flask_app
+
+    code_dir = tmp_path / "extension_auth"
+    shutil.copytree(EXAMPLES / "extension_auth", code_dir)
+    monkeypatch.setenv("EXAMPLE_AUTH_TOKEN", "s3cret")
+    spec = ModelSpec("extension_auth", "unused", ("--target-type", "regression"))
+    app = flask_app.create_app(PredictionService.load(settings_for(spec, code_dir, "gunicorn")))
+    assert not isinstance(app.wsgi_app, flask_app.PredictLane)
+    fast = fastapi_app.create_app(PredictionService.load(settings_for(spec, code_dir, "fastapi")))
+    assert not any(m.cls is fastapi_app.PredictLane for m in fast.user_middleware)

@@ -124,6 +124,15 @@ class PredictionService:
             logger.exception("Model failed to load; serving the error server")
             return cls(settings, None, load_error=str(exc))
 
+    def cheap(self, route: Route, request: Request) -> bool:
+        """Whether this request may run on the caller's thread (an event loop) without a hop.
+
+        True only for a small prediction on the pandas-free path of a model that has proven
+        fast (see :meth:`tandem.core.fastpath.FastPlan.cheap`); hooks never qualify.
+        """
+        fast = self.model.fast if self.model is not None else None
+        return route.name == "predict" and fast is not None and fast.cheap(len(request.body))
+
     @property
     def ready(self) -> bool:
         """Whether a model is loaded and can score."""

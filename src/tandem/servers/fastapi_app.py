@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
@@ -104,7 +105,7 @@ def _endpoint(
         except _TooLarge:
             return _to_starlette(service.too_large(_core_request(request), declared), executor)
         core = _core_request(request, body)
-        if route.blocking:
+        if route.blocking and not service.cheap(route, core):
             call = functools.partial(service.handle, route, core, declared, **request.path_params)
             resp = await asyncio.get_running_loop().run_in_executor(executor, call)
         else:
@@ -149,7 +150,81 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
     if load_extensions and service.load_error is None and load_extension(settings, app):
         # Added last, so it is outermost: answers from extension middleware get the headers too.
         app.add_middleware(StandardHeaders)
+    else:
+        # Nothing to run around the endpoint: predictions skip Starlette's routing and objects.
+        app.add_middleware(PredictLane, service=service, executor=executor, prefix=prefix)
     return app
+
+
+class PredictLane:
+    """ASGI middleware answering well-formed prediction POSTs straight from the core.
+
+    Installed only when no ``custom_fastapi.py`` exists. It builds the core request exactly as
+    the endpoint would (Starlette's header and query handling) and keeps the same threading
+    rule (the thread pool, or the loop for a proven-cheap fast-path request); anything unusual
+    - another method or path, a missing or oversize Content-Length - goes to the app unchanged.
+    """
+
+    def __init__(
+        self, app: Any, service: PredictionService, executor: ThreadPoolExecutor, prefix: str
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.executor = executor
+        self.route = next(r for r in ROUTES if r.name == "predict")
+        self.paths = {
+            path: declared
+            for declared in self.route.paths
+            for path in path_variants(declared, prefix)
+        }
+        self.limit = service.settings.max_body_size
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        declared = self.paths.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if declared is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        raw = scope["headers"]
+        length = next((v for k, v in raw if k == b"content-length"), b"")
+        if not length.isdigit() or int(length) > self.limit:
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        client = scope.get("client")
+        core = CoreRequest(
+            method="POST",
+            path=scope["path"],
+            headers=Headers.from_pairs((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw),
+            query=QueryDict(
+                parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            ),
+            body=b"".join(chunks),
+            client=client[0] if client else "-",
+        )
+        if self.service.cheap(self.route, core):
+            resp = self.service.handle(self.route, core, declared)
+        else:
+            call = functools.partial(self.service.handle, self.route, core, declared)
+            resp = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        if not isinstance(resp.body, bytes):
+            await _to_starlette(resp, self.executor)(scope, receive, send)
+            return
+        headers = (
+            [(b"content-type", resp.content_type.encode("latin-1"))]
+            if (resp.content_type is not None)
+            else []
+        )
+        headers.append((b"content-length", str(len(resp.body)).encode()))
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": resp.body})
 
 
 class StandardHeaders:

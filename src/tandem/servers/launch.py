@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -47,6 +48,17 @@ def serve(settings: ServeSettings) -> int:
     return _serve_uvicorn(settings)
 
 
+def freeze_heap() -> None:
+    """Move everything loaded so far (libraries, the model) out of the garbage collector's reach.
+
+    The model and its libraries are millions of long-lived objects; without this every full
+    collection walks them all (tens of milliseconds, a P99 spike) and, after a fork, touches
+    their pages so copy-on-write sharing is lost. Objects created later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _load_service(settings: ServeSettings, before_fork: bool = False) -> Any:
     """Load the model; before a fork, with OpenMP held to one thread.
 
@@ -73,6 +85,7 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     from tandem.servers.flask_app import create_app
 
     app = create_app(_load_service(settings))
+    freeze_heap()
     server = make_server(settings.host, settings.port, app, threaded=False, processes=1)
     start_log.info(startup_line(settings))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -99,6 +112,7 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
 
     # Load once in the master, before fork: workers share the model's pages copy-on-write.
     app = create_app(_load_service(settings, before_fork=True))
+    freeze_heap()
     params = Params()
 
     class _PropagatingLogger(Logger):  # type: ignore[misc]
@@ -163,6 +177,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
     params = Params()
     # Built before fork, like Gunicorn's preload: workers share the model copy-on-write.
     app = create_app(_load_service(settings, before_fork=True))
+    freeze_heap()
     config = uvicorn.Config(
         app,
         host=settings.host,
