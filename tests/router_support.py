@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import free_port
+from tests.support import free_port, stop_process_group
 
 
 class RouterProcess:
@@ -94,15 +92,7 @@ class RouterProcess:
         """SIGTERM, then SIGKILL after 10 s."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-            except ProcessLookupError:
-                pass
+        stop_process_group(self.proc)
         self._log.close()
 
     def stats(self) -> dict[str, Any]:

@@ -61,6 +61,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM a child's process group (it runs in its own session), SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
+
+
 class ServerProcess:
     """A real ``tandem server`` process on 127.0.0.1 for end-to-end tests."""
 
@@ -147,16 +161,9 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM the process group, then SIGKILL after 10 s."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc)
         self._log.close()
 
     def __enter__(self) -> ServerProcess:
