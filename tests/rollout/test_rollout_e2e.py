@@ -102,13 +102,18 @@ def test_faulty_candidate_is_rolled_back_by_the_right_rule(
 
 
 def test_deadlocked_candidate_is_rolled_back(tmp_path: Path) -> None:
-    rollout, load = _run_until_rolled_back(tmp_path, "hang")
+    rollout = Rollout(tmp_path, fault="hang").start()
+    load = Load(rollout.url).start()
     try:
-        status = rollout.status()
-        assert status is not None and status.rollback_rule == "immediate.deadlock"
+        # The candidate's event loop blocks (answering nothing) once it serves traffic.
+        rollout.wait_phase({"canary"}, timeout=60)
+        (rollout.code_dir / "fault.flag").write_text("hang")
+        status = rollout.wait_phase({"rolled_back"}, timeout=60)
+        assert status.rollback_rule == "immediate.deadlock", _rules(rollout)
         deadlock = next(r for r in rollout.history() if r.rule == "immediate.deadlock")
         assert "unanswered" in deadlock.reason
     finally:
+        load.stop()
         rollout.stop()
     assert load.error_rate < 0.01, (load.statuses, load.failures)
 
