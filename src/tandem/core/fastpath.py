@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tandem.core import marshal
-from tandem.core.fastjson import format_float
+from tandem.core.fastjson import format_float, format_floats
 from tandem.core.payload import fast_numeric_csv
 
 #: scikit-learn subpackages whose estimators use only the numeric values of a DataFrame.
@@ -142,8 +142,7 @@ class FastPlan:
                 + pd.Series(raw.astype(np.float64)).to_json(orient="records")
                 + "}"
             ).encode()
-        numbers = raw.astype(np.float64).tolist()
-        return ('{"predictions":[' + ",".join(map(format_float, numbers)) + "]}").encode()
+        return ('{"predictions":' + format_floats(raw.astype(np.float64).tolist()) + "}").encode()
 
     def _classification(self, values: np.ndarray, large: bool) -> bytes | None:
         assert self.keys is not None

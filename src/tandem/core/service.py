@@ -25,7 +25,7 @@ from tandem.core.http import (
     standard_headers,
 )
 from tandem.core.marshal import PRED_COLUMN
-from tandem.core.model import LoadedModel, StructuredResult
+from tandem.core.model import LoadedModel, StructuredResult, TargetType
 from tandem.core.routes import Route
 from tandem.core.stats import stats_document
 from tandem.errors import (
@@ -388,8 +388,6 @@ class PredictionService:
         target = self.settings.target_type
         if target != "transform":
             endpoint = "predictUnstructured" if target == "unstructured" else "predict"
-            from tandem.core.model import TargetType
-
             raise UnprocessableInput(
                 f"This model has target type {TargetType(target)}, use the /{endpoint}/ endpoint."
             )
@@ -420,8 +418,6 @@ class PredictionService:
         """``/predictUnstructured/`` and ``/predictionsUnstructured/``."""
         target = self.settings.target_type
         if target not in ("unstructured", "textgeneration"):
-            from tandem.core.model import TargetType
-
             raise UnprocessableInput(
                 f"This model has target type {TargetType(target)}, use either /predict/ or "
                 "/predictions/ endpoint."

@@ -17,7 +17,6 @@ phase and weight.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -718,8 +717,3 @@ def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:
         if obs.candidate_last_ping is None
         else round(obs.now - obs.candidate_last_ping, 3),
     }
-
-
-def dumps(doc: Any) -> str:
-    """Compact JSON."""
-    return json.dumps(doc, sort_keys=True, default=str)
