@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tandem.errors import RuntimeParameterError
@@ -139,6 +139,19 @@ class Params:
         if got is None or got[0] is None:
             return default
         return str(got[0])
+
+    def choice(self, name: str, choices: Sequence[str], default: str) -> str:
+        """A string parameter that must be one of ``choices`` (compared case-insensitively)."""
+        got = self.raw(name)
+        if got is None or got[0] is None:
+            return default
+        value, source = got
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise RuntimeParameterError(
+                f"{source} has value {value!r}; expected one of {', '.join(choices)}"
+            )
+        return text
 
     def bool(self, name: str, default: bool = False) -> bool:
         """A boolean parameter; accepts JSON booleans and 1/true/yes/on, 0/false/no/off."""

@@ -390,3 +390,31 @@ def test_int_error_names_prefixed_source() -> None:
     with pytest.raises(RuntimeParameterError) as err:
         Params(env).int("W")
     assert str(err.value) == "MLOPS_RUNTIME_PARAM_W has value 1.5; expected a whole number"
+
+
+def test_choice_accepts_any_case_and_defaults_when_unset() -> None:
+    choices = ("asyncio", "uvloop", "auto")
+    assert Params({}).choice("L", choices, "asyncio") == "asyncio"
+    assert Params({"L": " UVLoop "}).choice("L", choices, "asyncio") == "uvloop"
+    assert (
+        Params({"MLOPS_RUNTIME_PARAM_L": envelope("string", "auto")}).choice(
+            "L", choices, "asyncio"
+        )
+        == "auto"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"L": "tokio"}, "L has value 'tokio'; expected one of asyncio, uvloop, auto"),
+        (
+            {"MLOPS_RUNTIME_PARAM_L": envelope("numeric", 3)},
+            "MLOPS_RUNTIME_PARAM_L has value 3; expected one of asyncio, uvloop, auto",
+        ),
+    ],
+)
+def test_choice_names_the_variable_and_the_choices(env: dict[str, str], message: str) -> None:
+    with pytest.raises(RuntimeParameterError) as info:
+        Params(env).choice("L", ("asyncio", "uvloop", "auto"), "asyncio")
+    assert str(info.value) == message

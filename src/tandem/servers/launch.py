@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -168,6 +169,43 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     return 0
 
 
+#: ``DRUM_UVICORN_LOOP`` values, as Uvicorn's ``--loop`` takes them.
+UVICORN_LOOPS = ("asyncio", "uvloop", "auto")
+
+
+def uvicorn_loop(params: Params) -> str:
+    """The event loop for Uvicorn workers: ``DRUM_UVICORN_LOOP``, default ``asyncio``.
+
+    Not Uvicorn's own default (uvloop when installed): measured here, uvloop serves a keep-alive
+    connection's next request only every other loop pass under load, so at 32 connections a
+    slice of requests waits two full rounds (P99 twice P50, 14 ms against asyncio's 8 ms) for
+    about 3 % more throughput.
+    """
+    return params.choice("DRUM_UVICORN_LOOP", UVICORN_LOOPS, "asyncio")
+
+
+def _nodelay_protocol() -> type:
+    """Uvicorn's httptools protocol with Nagle's algorithm off on every accepted connection.
+
+    asyncio turns on ``TCP_NODELAY`` only for sockets whose ``proto`` is ``IPPROTO_TCP``, and
+    the listening socket Uvicorn binds has ``proto`` 0, so without this a response written as
+    headers then body waits for the client's delayed ACK (40 ms) on the asyncio loop.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class NoDelayHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+            super().connection_made(transport)
+
+    return NoDelayHttpToolsProtocol
+
+
 def _serve_uvicorn(settings: ServeSettings) -> int:
     import uvicorn
 
@@ -175,6 +213,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
     from tandem.servers.supervisor import PreforkSupervisor
 
     params = Params()
+    loop = uvicorn_loop(params)
     # Built before fork, like Gunicorn's preload: workers share the model copy-on-write.
     app = create_app(_load_service(settings, before_fork=True))
     freeze_heap()
@@ -184,6 +223,8 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         port=settings.port,
         server_header=False,
         access_log=False,
+        loop=loop,
+        http=_nodelay_protocol(),
         log_config=None,
         timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
         backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),

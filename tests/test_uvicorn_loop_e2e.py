@@ -1,0 +1,117 @@
+"""The Uvicorn event loop (``DRUM_UVICORN_LOOP``) and Nagle's algorithm on accepted sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tandem.runtime_params import Params
+from tandem.servers.launch import _nodelay_protocol, uvicorn_loop
+from tests.support import REPO, build_sklearn_artifact, free_port, running
+
+BODY = b"a,b,c\n0.5,-1.25,2.0\n1.0,0.0,-3.5\n"
+
+
+def _worker_pids(leader: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(leader)], capture_output=True, text=True, check=False
+    )
+    return [int(p) for p in out.stdout.split()]
+
+
+def _maps_uvloop(pid: int) -> bool:
+    return "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.fixture(scope="module")
+def regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("loop")
+    model = build_sklearn_artifact(root / "model", "regression")
+    return model
+
+
+def test_default_loop_is_asyncio_and_uvloop_can_be_chosen(regression: Path) -> None:
+    answers = {}
+    for loop in (None, "uvloop", "auto"):
+        env = {"MLOPS_RUNTIME_PARAM_DRUM_UVICORN_LOOP": loop} if loop else {}
+        with running(
+            regression, "fastapi", args=["--target-type", "regression"], env=env
+        ) as server:
+            r = httpx.post(
+                server.url + "/predictions/", content=BODY, headers={"content-type": "text/csv"}
+            )
+            assert r.status_code == 200, r.text
+            answers[loop] = r.content
+            workers = _worker_pids(server.proc.pid)  # type: ignore[union-attr]
+            assert len(workers) == 1
+            # uvloop's extension module is mapped only in a worker that runs its loop.
+            assert _maps_uvloop(workers[0]) is (loop in ("uvloop", "auto"))
+    assert len(set(answers.values())) == 1
+
+
+def test_bad_loop_value_stops_start_up_with_the_variable_named(regression: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_RUNTIME_PARAM_")}
+    env["MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE"] = "fastapi"
+    env["MLOPS_RUNTIME_PARAM_DRUM_UVICORN_LOOP"] = "tokio"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem", "server", "--code-dir", str(regression),
+         "--target-type", "regression", "--address", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert (
+        "MLOPS_RUNTIME_PARAM_DRUM_UVICORN_LOOP has value 'tokio'; "
+        "expected one of asyncio, uvloop, auto"
+    ) in proc.stderr + proc.stdout
+
+
+def test_loop_parameter_defaults_and_case() -> None:
+    assert uvicorn_loop(Params({})) == "asyncio"
+    assert uvicorn_loop(Params({"DRUM_UVICORN_LOOP": "UVLOOP"})) == "uvloop"
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """A socket bound like Uvicorn binds it (``proto`` 0) gets TCP_NODELAY on each connection."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    async def app(scope: object, receive: object, send: object) -> None:  # pragma: no cover
+        return None
+
+    config = uvicorn.Config(app, loop="asyncio", http=_nodelay_protocol(), log_config=None)
+    config.load()
+    state = ServerState()
+    made: list[asyncio.BaseProtocol] = []
+
+    def factory() -> asyncio.BaseProtocol:
+        proto = config.http_protocol_class(config=config, server_state=state, app_state={})
+        made.append(proto)
+        return proto  # type: ignore[no-any-return]
+
+    async def scenario() -> int:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        assert listener.proto == 0
+        server = await asyncio.get_running_loop().create_server(factory, sock=listener)
+        try:
+            port = listener.getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(200):
+                if made and getattr(made[0], "transport", None) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            sock = made[0].transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            value = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+            return int(value)
+        finally:
+            server.close()
+
+    assert asyncio.run(scenario()) == 1
