@@ -43,7 +43,8 @@ def test_prediction_lanes_only_without_extensions(tmp_path: Path) -> None:
     service = PredictionService.load(settings_for(spec, plain, "gunicorn"))
     assert isinstance(flask_app.create_app(service).wsgi_app, flask_app.PredictLane)
     fast = fastapi_app.create_app(PredictionService.load(settings_for(spec, plain, "fastapi")))
-    assert any(m.cls is fastapi_app.PredictLane for m in fast.user_middleware)
+    assert isinstance(fast, fastapi_app.TandemFastAPI)
+    assert isinstance(fast.lane, fastapi_app.PredictLane)
 
 
 def test_no_prediction_lane_with_an_extension(
@@ -59,4 +60,4 @@ def test_no_prediction_lane_with_an_extension(
     app = flask_app.create_app(PredictionService.load(settings_for(spec, code_dir, "gunicorn")))
     assert not isinstance(app.wsgi_app, flask_app.PredictLane)
     fast = fastapi_app.create_app(PredictionService.load(settings_for(spec, code_dir, "fastapi")))
-    assert not any(m.cls is fastapi_app.PredictLane for m in fast.user_middleware)
+    assert fast.lane is None

@@ -115,11 +115,23 @@ def _endpoint(
     return endpoint
 
 
+class TandemFastAPI(FastAPI):
+    """The FastAPI app, with an optional lane that answers predictions before any middleware."""
+
+    lane: PredictLane | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.lane is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.lane(scope, receive, send, super().__call__)
+
+
 def create_app(service: PredictionService, load_extensions: bool = True) -> FastAPI:
     """Build the FastAPI app for a loaded service (and its ``custom_fastapi.py``)."""
     settings = service.settings
     executor = ThreadPoolExecutor(settings.executor_workers, thread_name_prefix="tandem-predict")
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **_NO_TELEMETRY)
+    app = TandemFastAPI(docs_url=None, redoc_url=None, openapi_url=None, **_NO_TELEMETRY)
     app.router.redirect_slashes = False
     app.state.service = service
     app.state.executor = executor
@@ -151,24 +163,24 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
         # Added last, so it is outermost: answers from extension middleware get the headers too.
         app.add_middleware(StandardHeaders)
     else:
-        # Nothing to run around the endpoint: predictions skip Starlette's routing and objects.
-        app.add_middleware(PredictLane, service=service, executor=executor, prefix=prefix)
+        # Nothing to run around the endpoint: predictions skip FastAPI's middleware stack,
+        # Starlette's routing and its request objects.
+        app.lane = PredictLane(service, executor, prefix)
     return app
 
 
 class PredictLane:
-    """ASGI middleware answering well-formed prediction POSTs straight from the core.
+    """Answers well-formed prediction POSTs straight from the core, ahead of the ASGI stack.
 
-    Installed only when no ``custom_fastapi.py`` exists. It builds the core request exactly as
-    the endpoint would (Starlette's header and query handling) and keeps the same threading
-    rule (the thread pool, or the loop for a proven-cheap fast-path request); anything unusual
-    - another method or path, a missing or oversize Content-Length - goes to the app unchanged.
+    Used only when no ``custom_fastapi.py`` exists. It builds the core request exactly as the
+    endpoint would (Starlette's header and query handling) and keeps the same threading rule
+    (the thread pool, or the loop for a proven-cheap fast-path request); anything unusual -
+    another method or path, a missing or oversize Content-Length - goes to the app unchanged.
     """
 
     def __init__(
-        self, app: Any, service: PredictionService, executor: ThreadPoolExecutor, prefix: str
+        self, service: PredictionService, executor: ThreadPoolExecutor, prefix: str
     ) -> None:
-        self.app = app
         self.service = service
         self.executor = executor
         self.route = next(r for r in ROUTES if r.name == "predict")
@@ -179,15 +191,16 @@ class PredictLane:
         }
         self.limit = service.settings.max_body_size
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any, app: Any) -> None:
+        """Answer the request, or hand it to ``app`` (the full ASGI stack) unchanged."""
         declared = self.paths.get(scope.get("path", "")) if scope["type"] == "http" else None
         if declared is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         raw = scope["headers"]
         length = next((v for k, v in raw if k == b"content-length"), b"")
         if not length.isdigit() or int(length) > self.limit:
-            await self.app(scope, receive, send)
+            await app(scope, receive, send)
             return
         chunks = []
         more = True
