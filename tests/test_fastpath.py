@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tandem.cli import build_parser, merge_env
 from tandem.core.fastjson import format_float
+from tandem.core.fastpath import LARGE_BODY, _c_reader_columns, _read_large
 from tandem.core.http import Headers, QueryDict, Request
 from tandem.core.payload import fast_numeric_csv
 from tandem.core.routes import ROUTES
@@ -97,6 +98,81 @@ def test_fast_csv_declines_what_pandas_reads_differently(data: bytes) -> None:
     assert fast_numeric_csv(data) is None
 
 
+def _plain_csv(rows: int, fmt: str = "repr", seed: int = 11) -> bytes:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4)) * 10.0 ** rng.integers(-8, 8, size=(rows, 4))
+    cells = [[(repr(float(v)) if fmt == "repr" else format(v, fmt)) for v in row] for row in x]
+    return ("a,b,c,d\n" + "\n".join(",".join(r) for r in cells) + "\n").encode()
+
+
+@pytest.mark.parametrize("fmt", ["repr", ".17g", ".6f", ".3e", ".25g"])
+def test_large_reader_takes_pandas_c_reader_and_matches_read_csv(fmt: str) -> None:
+    data = _plain_csv(400, fmt)
+    assert len(data) > LARGE_BODY
+    # The direct route (pandas' C reader with read_csv's arguments) works on this pandas.
+    assert _c_reader_columns(data) is not None
+    parsed = _read_large(data)
+    assert parsed is not None
+    names, values = parsed
+    frame = pd.read_csv(io.BytesIO(data))
+    assert names == list(frame.columns)
+    assert values.flags["F_CONTIGUOUS"]
+    assert np.array_equal(values, frame.to_numpy(dtype=np.float64))
+
+
+_LARGE_ODDITIES = [
+    b'a,b\n"1.5",2.5\n',
+    b"\xef\xbb\xbfa,b\n1.5,2.5\n",
+    b"a,b\r\n1.5,2.5\r\n3.5,4.5\r\n",
+    b"a,b\n1.5,2.5\n\n3.5,4.5\n",
+    b"a,b\n1.5,2.5,\n",
+    b"a,b\n0.5,1.5,2.5\n",
+    b"a,b\n1.5\n",
+    b"a,a\n1.5,2.5\n",
+    b"a,\n1.5,2.5\n",
+    b"a,b\nnan,2.5\n",
+    b"a,b\nNA,2.5\n",
+    b"a,b\ninf,2.5\n",
+    b"a,b\n1,2.5\n2,3.5\n",
+    b"a,b\n1,2.5\n2.5,3.5\n",
+    b"a,b\n 1.5,2.5\n",
+    b"a,b\n0x10,2.5\n",
+    b"a,b\n1_0.5,2.5\n",
+    b"a,b\n1e400,2.5\n",
+    b"a,b\n-0.0,+1.5\n",
+    b"a,b\n.5,5.\n",
+    b"a,b\n123456789012345678901234567890,2.5\n",
+    b"a,b\n1.2345678901234567890123456789,2.5\n",
+    b"a,b\n1.5;2.5\n",
+    b"a,b\n1.5,x\n",
+    b"a,b\n",
+    b"",
+    "ä,b\n1.5,2.5\n".encode(),
+    b"a,b\n\xff,2.5\n",
+]
+
+
+@pytest.mark.parametrize("data", _LARGE_ODDITIES)
+def test_large_reader_agrees_with_read_csv_or_declines(data: bytes) -> None:
+    """Padded past the threshold, each oddity is read exactly as read_csv reads it, or declined."""
+    if data.count(b"\n") >= 2 and not data.startswith(b"\xef"):
+        head, rest = data.split(b"\n", 1)
+        eol = b"\r\n" if head.endswith(b"\r") else b"\n"
+        data = head + b"\n" + rest + (b"1.25,2.25" + eol) * 200
+    got = _read_large(data)
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except Exception:
+        assert got is None
+        return
+    if got is None:
+        return
+    names, values = got
+    assert all(dtype == np.float64 for dtype in frame.dtypes)
+    assert names == [str(c) for c in frame.columns]
+    assert np.array_equal(values, frame.to_numpy(dtype=np.float64), equal_nan=True)
+
+
 def _service(code_dir: Path, args: list[str]) -> PredictionService:
     parsed = build_parser().parse_args(["server", "--code-dir", str(code_dir), *args])
     return PredictionService.load(build_settings(merge_env(parsed, {}), {}))
@@ -157,7 +233,7 @@ def test_fast_path_is_byte_identical_to_the_general_path(tmp_path: Path) -> None
         cols = [f"f{i}" for i in range(5)]
         bodies = [
             pd.DataFrame(rng.normal(size=(rows, 5)) * scale, columns=cols).to_csv(index=False)
-            for rows in (1, 2, 1000)
+            for rows in (1, 2, 5, 19, 20, 60, 1000)
             for scale in (3, 1e6)
         ]
         ints = pd.DataFrame(rng.integers(-(10**6), 10**6, size=(500, 5)), columns=cols)
