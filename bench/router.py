@@ -9,6 +9,9 @@ server as both baseline and candidate (weight 50 %, no mirroring: the split itse
 but every request reaches the same backend), then drives each with wrk (keep-alive) and reports
 req/s, p50 and p99 with and without the router, and the router's own CPU per request and RSS.
 Results go to ``bench/results/<timestamp>-router/``. All traffic stays on 127.0.0.1.
+
+``bench/run.py`` runs the same scenario (``benchlib/router.py``) in every run, at 8 connections
+with ``--quick`` and at 1, 8 and 32 otherwise; this script is for running it alone.
 """
 
 from __future__ import annotations
@@ -18,73 +21,24 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import procfs  # noqa: E402
-from benchlib.loadgen import Payload, run_wrk  # noqa: E402
+from benchlib import router as routerlib  # noqa: E402
+from benchlib.loadgen import Payload  # noqa: E402
 from benchlib.prepare import write_data  # noqa: E402
-from benchlib.servers import free_port, request  # noqa: E402
+from benchlib.servers import Executables, ModelSpec, RunningServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 
-def _build_model(build: Path, train: Path) -> Path:
-    code_dir = build / "regression"
-    code_dir.mkdir(parents=True, exist_ok=True)
-    script = (
-        "import pickle, sys, pandas as pd\n"
-        "from sklearn.linear_model import Ridge\n"
-        "d = pd.read_csv(sys.argv[1])\n"
-        "x = d[[c for c in d.columns if c.startswith('f')]]\n"
-        "pickle.dump(Ridge().fit(x, d.iloc[:, len(x.columns)]), open(sys.argv[2], 'wb'))\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", script, str(train), str(code_dir / "model.pkl")], check=True
-    )
-    return code_dir
-
-
-def _wait(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            if request(port, "GET", path, timeout=2.0).status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"127.0.0.1:{port}{path} not ready in {timeout:g}s")
-
-
-def _start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    import os
-
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            cmd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    import os
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+def _build_model(build: Path) -> Path:
+    """The harness's regression model (``build_models.py``), fitted with this Python."""
+    out = build / "models"
+    cmd = [sys.executable, str(HERE / "build_models.py"), "--data", str(build), "--out", str(out)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return out / "regression"
 
 
 def main() -> int:
@@ -93,84 +47,34 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--connections", default="1,8,32")
     args = parser.parse_args()
+    python = Path(sys.executable)
+    tandem = python.with_name("tandem")
+    if not tandem.exists():
+        raise SystemExit(f"no {tandem}: run this script with Tandem's venv (.venv/bin/python)")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     out = HERE / "results" / f"{stamp}-router"
     out.mkdir(parents=True, exist_ok=True)
     payloads = write_data(out / "build")
-    code_dir = _build_model(out / "build", out / "build" / "train.csv")
+    code_dir = _build_model(out / "build")
     payload = Payload("1 row", payloads.rows1, "text/csv", "/predict/")
-    server_port, router_port, admin_port = free_port(), free_port(), free_port()
-    server = _start(
-        [
-            sys.executable,
-            "-m",
-            "tandem",
-            "server",
-            "--code-dir",
-            str(code_dir),
-            "--target-type",
-            "regression",
-            "--address",
-            f"127.0.0.1:{server_port}",
-        ],
-        out / "server.log",
-        {"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": "fastapi"},
-    )
-    router = None
-    rows = []
+    exe = Executables(drum=Path("drum"), tandem=tandem, tandem_python=python)
+    model = ModelSpec(routerlib.BACKEND_MODEL, "regression", code_dir, code_dir)
+    server = RunningServer(routerlib.BACKEND, model, exe, out / "server.log")
     try:
-        _wait(server_port, "/readyz", server)
-        backend = f"http://127.0.0.1:{server_port}"
-        router = _start(
-            [
-                sys.executable,
-                "-m",
-                "tandem.rollout.router",
-                "--listen",
-                f"127.0.0.1:{router_port}",
-                "--admin",
-                f"127.0.0.1:{admin_port}",
-                "--baseline",
-                backend,
-                "--candidate",
-                backend,
-                "--weight-bp",
-                "5000",
-                "--mirror-rate",
-                "0",
-                "--log-level",
-                "warning",
-            ],
+        server.wait_ready(60.0)
+        scenario = routerlib.run_scenario(
+            python,
+            server.port,
+            payload,
+            [int(c) for c in args.connections.split(",")],
+            args.duration,
+            1.0,
             out / "router.log",
         )
-        _wait(admin_port, "/api/health", router)
-        run_wrk(router_port, payload, 8, True, 1.0)  # warm both
-        for conns in [int(c) for c in args.connections.split(",")]:
-            direct = run_wrk(server_port, payload, conns, True, args.duration)
-            before = procfs.cpu_seconds(router.pid)
-            routed = run_wrk(router_port, payload, conns, True, args.duration)
-            router_cpu = procfs.cpu_seconds(router.pid) - before
-            rps = [r["requests"] / (r["duration_us"] / 1e6) for r in (direct, routed)]
-            rows.append(
-                {
-                    "connections": conns,
-                    "direct_rps": round(rps[0]),
-                    "routed_rps": round(rps[1]),
-                    "direct_p50_ms": direct["latency_p50_us"] / 1000,
-                    "routed_p50_ms": routed["latency_p50_us"] / 1000,
-                    "direct_p99_ms": direct["latency_p99_us"] / 1000,
-                    "routed_p99_ms": routed["latency_p99_us"] / 1000,
-                    "router_cpu_ms_per_request": round(
-                        router_cpu * 1000 / max(routed["requests"], 1), 3
-                    ),
-                    "errors": sum(routed[k] for k in routed if k.startswith("errors_")),
-                }
-            )
-        memory = procfs.memory_mb(router.pid)
     finally:
-        if router is not None:
-            _stop(router)
-        _stop(server)
+        server.stop()
+    rows = scenario["rows"]
+    memory = {"rss_mb": rows[-1]["router_rss_mb"], "pss_mb": rows[-1]["router_pss_mb"]}
     lines = [
         f"# Rollout router overhead — {stamp} UTC",
         "",
@@ -184,14 +88,16 @@ def main() -> int:
     ]
     for r in rows:
         lines.append(
-            f"| {r['connections']} | {r['direct_rps']} | {r['routed_rps']} | "
+            f"| {r['connections']} | {r['direct_rps']:.0f} | {r['routed_rps']:.0f} | "
             f"{r['direct_p50_ms']:.2f} ms | {r['routed_p50_ms']:.2f} ms | "
             f"{r['direct_p99_ms']:.2f} ms | {r['routed_p99_ms']:.2f} ms | "
             f"{r['router_cpu_ms_per_request']:.3f} ms | {r['errors']} |"
         )
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "router_memory": memory}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({**scenario, "router_memory": memory}, indent=2) + "\n"
+    )
     print(text)
     return 0
 

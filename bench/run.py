@@ -6,9 +6,10 @@
 It creates bench/.drum-venv with ``datarobot-drum==1.18.1`` (once), builds the models and payloads
 from fixed seeds, starts each server in turn on 127.0.0.1 (DRUM gunicorn ×1 and ×2, Tandem
 flask, gunicorn ×1/×2, fastapi ×1/×2), checks its answers against DRUM's byte for byte, warms it
-up and drives it with wrk, then writes ``results.md`` and ``results.json`` under
-``bench/results/<timestamp>/``. Standard library only: any Python 3.11 runs it. See
-bench/README.md.
+up and drives it with wrk, then puts a rollout router in front of Tandem fastapi ×1 and drives
+the same 1-row load directly and through it (``--no-router`` skips that), and writes
+``results.md`` and ``results.json`` under ``bench/results/<timestamp>/``. Standard library only:
+any Python 3.11 runs it. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import loadgen, prepare, procfs, report
+from benchlib import router as routerlib
 from benchlib.loadgen import Payload, Scenario
 from benchlib.servers import (
     Answer,
@@ -58,6 +60,7 @@ class Plan:
     duration: float
     warmup: float
     verify_first: bool
+    router_connections: list[int]  # empty: no rollout-router scenario in this run
 
 
 def all_servers(workers: list[int]) -> list[ServerSpec]:
@@ -254,13 +257,32 @@ def run(args: argparse.Namespace, registry: ServerRegistry, out_dir: Path) -> in
         duration=args.duration if args.duration else (3.0 if args.quick else 10.0),
         warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0),
         verify_first=args.verify_first if args.verify_first is not None else not args.quick,
+        router_connections=[8] if args.quick else [1, 8, 32],
     )
+    # The rollout-router scenario runs on the Tandem fastapi ×1 regression server, right after
+    # its own cells; without that server in the run there is nothing to put the router in front of.
+    router: dict[str, Any] = {
+        "server": routerlib.BACKEND.name,
+        "model": routerlib.BACKEND_MODEL,
+        "rows": [],
+    }
+    if not args.router:
+        plan.router_connections = []
+        router["skipped"] = "`--no-router` was given"
+    elif routerlib.BACKEND not in plan.servers:
+        plan.router_connections = []
+        router["skipped"] = (
+            f"{routerlib.BACKEND.name}, the server the router is put in front of, is not in "
+            "this run (`--servers`, `--workers`)"
+        )
+    router["connections"] = plan.router_connections
     if not any(s.impl == "drum" for s in plan.servers):
         raise SystemExit("--servers must include a DRUM server: it gives the reference answers")
     meta["duration_s"] = plan.duration
     meta["warmup_s"] = plan.warmup
     meta["verify_first"] = plan.verify_first
     meta["scenarios"] = [s.key for s in plan.scenarios]
+    meta["router_connections"] = plan.router_connections
 
     # One quick invocation of each program, so a broken install stops the run with its own
     # error instead of failing every server start.
@@ -379,6 +401,13 @@ def run(args: argparse.Namespace, registry: ServerRegistry, out_dir: Path) -> in
                             f"p99 {cell['p99_ms']:.1f} ms, {cell['errors']} errors, "
                             f"CPU {cell['server_cpu_ms_per_req'] or 0:.2f} ms/req"
                         )
+                    if (
+                        plan.router_connections
+                        and spec == routerlib.BACKEND
+                        and model.name == routerlib.BACKEND_MODEL
+                        and server.proc.poll() is None
+                    ):
+                        run_router(server, payloads["1row"], plan, exe, logs, router, failures)
                 except (OSError, http.client.HTTPException, RuntimeError) as exc:
                     failures.append(f"{spec.name} {model.name}: {exc}".splitlines()[0])
                     prepare.log(f"{spec.name} {model.name} failed: {exc}")
@@ -389,6 +418,9 @@ def run(args: argparse.Namespace, registry: ServerRegistry, out_dir: Path) -> in
         (name, model): sum(v) / len(v) for name, per in startup.items() for model, v in per.items()
     }
     report.add_ratios(cells, mean_startup)
+    if plan.router_connections and not router["rows"] and "error" not in router:
+        # The fastapi ×1 regression server failed before its cells were timed.
+        router["skipped"] = f"{routerlib.BACKEND.name} did not serve the regression model"
     meta["loadavg_end"] = procfs.loadavg()
     meta["wall_s"] = time.monotonic() - t_start
     phases["wrk (warm-up and cells)"] = loadgen.WRK_SECONDS[0]
@@ -413,6 +445,7 @@ def run(args: argparse.Namespace, registry: ServerRegistry, out_dir: Path) -> in
         ],
         "identity": checks,
         "cells": cells,
+        "router": router,
         "failures": failures,
     }
     md = report.markdown(results)
@@ -424,6 +457,50 @@ def run(args: argparse.Namespace, registry: ServerRegistry, out_dir: Path) -> in
     if mismatches:
         prepare.log(f"!!! {len(mismatches)} BYTE MISMATCH(ES) against DRUM: see results.md")
     return 1 if mismatches or failures else 0
+
+
+def run_router(
+    server: RunningServer,
+    payload: Payload,
+    plan: Plan,
+    exe: Executables,
+    logs: Path,
+    out: dict[str, Any],
+    failures: list[str],
+) -> None:
+    """The rollout-router scenario on a server that has just been timed; fills ``out``."""
+    prepare.log(f"rollout router in front of {server.spec.name} ({server.model.name})")
+
+    def show(row: dict[str, Any]) -> None:
+        prepare.log(
+            f"router, {payload.name}, {row['connections']} conns, keep-alive: "
+            f"{row['direct_rps']:.0f} req/s direct, {row['routed_rps']:.0f} routed "
+            f"({row['routed_over_direct'] or 0:.2f}×), router CPU "
+            f"{row['router_cpu_ms_per_request']:.2f} ms/req, {row['errors']} errors"
+        )
+
+    try:
+        out.update(
+            routerlib.run_scenario(
+                exe.tandem_python,
+                server.port,
+                payload,
+                plan.router_connections,
+                plan.duration,
+                plan.warmup,
+                logs / f"router-{server.spec.name}-{server.model.name}.log",
+                exe.tandem_src,
+                on_row=show,
+            )
+        )
+    except Exception as exc:  # a broken router must not lose the run
+        out["error"] = str(exc).splitlines()[0]
+        failures.append(f"rollout router: {out['error']}")
+        prepare.log(f"rollout router failed: {exc}")
+        return
+    check = out["routed_answer"]
+    if not check["identical"]:
+        failures.append(f"rollout router: routed answer differs from direct: {check['detail']}")
 
 
 def tandem_source(src: Path | None) -> str:
@@ -472,6 +549,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="verify_first",
         action="store_false",
         help="check each server right before timing it, in the same process (default --quick)",
+    )
+    p.add_argument(
+        "--no-router",
+        dest="router",
+        action="store_false",
+        help="skip the rollout-router scenario (run by default on tandem-fastapi-1w, "
+        "regression, when that server is in the run)",
     )
     p.add_argument("--drum-venv", type=Path, default=BENCH / ".drum-venv")
     p.add_argument(

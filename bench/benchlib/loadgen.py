@@ -164,6 +164,7 @@ def measure(server: RunningServer, scenario: Scenario, duration: float) -> dict[
         "loadavg_before": load_before,
         "rss_mb": memory["rss_mb"],
         "pss_mb": memory["pss_mb"],
+        "worker_rss_mb": memory["worker_rss_mb"],
         "processes": memory["processes"],
         "wrk_output": raw["wrk_output"],
     }

@@ -4,7 +4,8 @@ CPU time of a server is the sum of ``utime + stime + cutime + cstime`` of every 
 its own session (the harness starts each server with ``start_new_session=True``, so the session
 id is the launcher's pid) plus any descendant that left the session. ``cutime``/``cstime`` keep a
 worker that exits (and is reaped) during a run counted. Memory is ``Rss`` and ``Pss`` from
-``/proc/<pid>/smaps_rollup`` summed over the same processes.
+``/proc/<pid>/smaps_rollup`` summed over the same processes, and RSS averaged over the worker
+processes alone.
 """
 
 from __future__ import annotations
@@ -104,14 +105,22 @@ def _rollup(pid: int) -> tuple[int, int]:
 
 
 def memory_mb(root: int) -> dict[str, float | int]:
-    """RSS and PSS (MB) summed over the server's live processes, and how many there are."""
+    """RSS and PSS (MB) summed over the server's live processes, and per worker process.
+
+    A worker is a process whose parent is also one of the server's (Gunicorn's and Tandem's
+    workers under their master or supervisor); a server of one process is its own worker.
+    """
     procs = [st for st in server_processes(root) if st.state != "Z"]
-    rss = pss = 0
-    for st in procs:
-        r, p = _rollup(st.pid)
-        rss += r
-        pss += p
-    return {"rss_mb": rss / 1024, "pss_mb": pss / 1024, "processes": len(procs)}
+    pids = {st.pid for st in procs}
+    rollups = {st.pid: _rollup(st.pid) for st in procs}
+    workers = [st.pid for st in procs if st.ppid in pids] or [st.pid for st in procs[:1]]
+    n = max(len(workers), 1)
+    return {
+        "rss_mb": sum(r for r, _ in rollups.values()) / 1024,
+        "pss_mb": sum(p for _, p in rollups.values()) / 1024,
+        "worker_rss_mb": sum(rollups[pid][0] for pid in workers) / n / 1024,
+        "processes": len(procs),
+    }
 
 
 def machine_cpu_ticks() -> tuple[int, int]:

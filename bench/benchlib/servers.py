@@ -107,11 +107,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(spec: ServerSpec, exe: Executables) -> dict[str, str]:
-    """The environment a server starts with: the caller's, scrubbed, plus its runtime params."""
-    env = {
+def scrubbed_env() -> dict[str, str]:
+    """The caller's environment without the variables that would change how a server starts."""
+    return {
         k: v for k, v in os.environ.items() if k not in _SCRUB and not k.startswith(_SCRUB_PREFIXES)
     }
+
+
+def server_env(spec: ServerSpec, exe: Executables) -> dict[str, str]:
+    """The environment a server starts with: the caller's, scrubbed, plus its runtime params."""
+    env = scrubbed_env()
     if spec.impl == "drum":
         env["MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE"] = (
             '{"type":"string","payload":"' + spec.stack + '"}'
@@ -278,25 +283,34 @@ class RunningServer:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the process group, SIGKILL whatever is left after ``grace`` seconds."""
         try:
-            _signal_group(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(self.pid, signal.SIGKILL)
-            # Stragglers that changed process group but stayed in the session or tree.
-            for st in procfs.server_processes(self.pid):
-                if st.pid != self.pid:
-                    try:
-                        os.kill(st.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            try:
-                self.proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                pass
+            stop_session(self.proc, grace)
         finally:
             self._log.close()
+
+
+def stop_session(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop a process started with ``start_new_session=True``, and everything in its session.
+
+    SIGTERM to its process group, SIGKILL to the group after ``grace`` seconds, then SIGKILL to
+    any straggler that changed process group but stayed in the session or the process tree.
+    """
+    pid = proc.pid
+    _signal_group(pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(pid, signal.SIGKILL)
+    for st in procfs.server_processes(pid):
+        if st.pid != pid:
+            try:
+                os.kill(st.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    try:
+        proc.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

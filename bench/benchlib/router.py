@@ -1,0 +1,233 @@
+"""The rollout-router scenario: the same 1-row load on one Tandem server, directly and routed.
+
+A rollout router (``python -m tandem.rollout.router``) is started in front of a running Tandem
+server with that server as both baseline and candidate (weight 50 %, no mirroring): the split
+itself is exercised but every request reaches the same backend. Each comparison is a wrk run on
+the server, then the same run on the router, with the router's own CPU time read from ``/proc``
+just before and just after the routed run and its RSS/PSS right after it. Used by
+``bench/run.py`` (on the Tandem fastapi ×1 server it has just timed) and by ``bench/router.py``
+(stand-alone, more connection counts).
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import procfs
+from benchlib.loadgen import Payload, run_wrk
+from benchlib.servers import (
+    HOST,
+    ServerFailed,
+    ServerSpec,
+    free_port,
+    request,
+    scrubbed_env,
+    stop_session,
+)
+
+# The server the harness puts the router in front of, and the router's traffic settings.
+BACKEND = ServerSpec("tandem", "fastapi", 1)
+BACKEND_MODEL = "regression"
+WEIGHT_BP = 5000
+MIRROR_RATE = 0.0
+
+
+class RunningRouter:
+    """A rollout router started in its own session, routing to one backend URL."""
+
+    def __init__(
+        self, python: Path | str, backend_port: int, log_path: Path, tandem_src: Path | None = None
+    ) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        backend = f"http://{HOST}:{backend_port}"
+        self.command = [
+            str(python),
+            "-m",
+            "tandem.rollout.router",
+            "--listen",
+            f"{HOST}:{self.port}",
+            "--admin",
+            f"{HOST}:{self.admin_port}",
+            "--baseline",
+            backend,
+            "--candidate",
+            backend,
+            "--weight-bp",
+            str(WEIGHT_BP),
+            "--mirror-rate",
+            f"{MIRROR_RATE:g}",
+            "--log-level",
+            "warning",
+        ]
+        env = scrubbed_env()
+        if tandem_src is not None:
+            env["PYTHONPATH"] = str(tandem_src)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.log_path = log_path
+        self.startup_s: float | None = None
+        self._log = open(log_path, "wb")  # closed in stop()
+        self._t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The router's pid, which is also its process group and session id."""
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Poll the admin ``/api/health`` until it answers 200; return seconds since launch."""
+        deadline = self._t0 + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerFailed(
+                    f"rollout router exited with {self.proc.returncode} before it was ready; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            try:
+                if request(self.admin_port, "GET", "/api/health", timeout=2.0).status == 200:
+                    self.startup_s = time.monotonic() - self._t0
+                    return self.startup_s
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(
+                    f"rollout router not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.025)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the router's log."""
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the router's processes."""
+        return procfs.cpu_seconds(self.pid)
+
+    def memory(self) -> dict[str, float | int]:
+        """RSS/PSS (MB) of the router's processes."""
+        return procfs.memory_mb(self.pid)
+
+    def stop(self) -> None:
+        """Stop the router's whole session and close its log."""
+        try:
+            stop_session(self.proc)
+        finally:
+            self._log.close()
+
+
+def same_answer(server_port: int, router_port: int, payload: Payload) -> dict[str, Any]:
+    """Post the payload directly and through the router; are status, type and body the same?"""
+    body = payload.path.read_bytes()
+    direct = request(server_port, "POST", payload.route, body, payload.content_type)
+    routed = request(router_port, "POST", payload.route, body, payload.content_type)
+    problems = []
+    if routed.status != direct.status:
+        problems.append(f"status {routed.status} vs {direct.status}")
+    if routed.content_type != direct.content_type:
+        problems.append(f"Content-Type {routed.content_type!r} vs {direct.content_type!r}")
+    if routed.body != direct.body:
+        problems.append(f"body {routed.body[:80]!r} vs {direct.body[:80]!r}")
+    return {
+        "identical": not problems and direct.status == 200,
+        "detail": "; ".join(problems) or f"identical (status {direct.status})",
+    }
+
+
+def _errors(raw: dict[str, Any]) -> int:
+    return sum(int(raw[k]) for k in raw if str(k).startswith("errors_"))
+
+
+def compare(
+    server_port: int,
+    router: RunningRouter,
+    payload: Payload,
+    connections: int,
+    duration: float,
+    keepalive: bool = True,
+) -> dict[str, Any]:
+    """One wrk run on the server, then the same run through the router; one row of figures."""
+    direct = run_wrk(server_port, payload, connections, keepalive, duration)
+    before = router.cpu_seconds()
+    routed = run_wrk(router.port, payload, connections, keepalive, duration)
+    router_cpu = router.cpu_seconds() - before
+    memory = router.memory()
+    rps = [
+        r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+        for r in (direct, routed)
+    ]
+    return {
+        "connections": connections,
+        "keepalive": keepalive,
+        "direct_requests": int(direct["requests"]),
+        "routed_requests": int(routed["requests"]),
+        "direct_rps": rps[0],
+        "routed_rps": rps[1],
+        "routed_over_direct": rps[1] / rps[0] if rps[0] else None,
+        "direct_p50_ms": direct["latency_p50_us"] / 1000,
+        "routed_p50_ms": routed["latency_p50_us"] / 1000,
+        "direct_p99_ms": direct["latency_p99_us"] / 1000,
+        "routed_p99_ms": routed["latency_p99_us"] / 1000,
+        "router_cpu_s": router_cpu,
+        "router_cpu_ms_per_request": router_cpu * 1000 / max(int(routed["requests"]), 1),
+        "router_rss_mb": memory["rss_mb"],
+        "router_pss_mb": memory["pss_mb"],
+        "direct_errors": _errors(direct),
+        "errors": _errors(routed),
+        "direct_wrk_output": direct["wrk_output"],
+        "routed_wrk_output": routed["wrk_output"],
+    }
+
+
+def run_scenario(
+    python: Path | str,
+    server_port: int,
+    payload: Payload,
+    connections: list[int],
+    duration: float,
+    warmup: float,
+    log_path: Path,
+    tandem_src: Path | None = None,
+    on_row: Any = None,
+) -> dict[str, Any]:
+    """Start a router in front of ``server_port``, warm it up, compare each connection count.
+
+    Returns the scenario's figures (``rows`` and the router's start-up time and settings); the
+    router is stopped before returning, whatever happens.
+    """
+    router = RunningRouter(python, server_port, log_path, tandem_src)
+    try:
+        startup = router.wait_ready()
+        check = same_answer(server_port, router.port, payload)
+        if warmup > 0:
+            run_wrk(router.port, payload, 8, True, warmup)  # warms the router and the server
+        rows = []
+        for conns in connections:
+            row = compare(server_port, router, payload, conns, duration)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    finally:
+        router.stop()
+    return {
+        "payload": payload.name,
+        "weight_bp": WEIGHT_BP,
+        "mirror_rate": MIRROR_RATE,
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "router_startup_s": startup,
+        "routed_answer": check,
+        "rows": rows,
+    }
