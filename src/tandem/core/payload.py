@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from dataclasses import dataclass, field
@@ -133,9 +134,33 @@ def read_sparse_colnames(data: bytes) -> list[str]:
     return [line.strip().decode("utf-8") for line in io.BytesIO(data).readlines()]
 
 
-_FAST_FORBIDDEN = frozenset(b"\"'\t #_\xef")
+#: Bytes that make pandas read a CSV differently from a plain split (quotes, spaces, comments).
+_FAST_FORBIDDEN = b"\"'\t #_"
 #: An integer cell too long for float64 to hold exactly (pandas may keep it as text).
 _LONG_INTEGER = re.compile(rb"(?:^|,)[+-]?\d{16,}(?=,|\r?$)", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_header(line: str) -> tuple[str, ...] | None:
+    """The column names when pandas takes the header line as it is: unique, set, not numbers.
+
+    Cached: a client sends the same header on every request, and the checks (a float parse
+    per name) cost more than the rest of a one-row parse.
+    """
+    header = tuple(line.split(","))
+    if len(header) < 2 or len(set(header)) != len(header) or "" in header:
+        return None
+    for name in header:
+        try:
+            float(name)
+        except ValueError:
+            continue
+        return None
+    return header
+
+
+def _float_literal(cell: str) -> bool:
+    return "." in cell or "e" in cell or "E" in cell
 
 
 def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
@@ -147,7 +172,7 @@ def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
     finite number. pandas 3's parser rounds decimal strings exactly like ``float()`` (checked
     on a million values in the tests), so the floats are identical.
     """
-    if not data or not data.isascii() or _FAST_FORBIDDEN.intersection(data):
+    if not data or not data.isascii() or len(data.translate(None, _FAST_FORBIDDEN)) != len(data):
         return None
     if _LONG_INTEGER.search(data):
         return None
@@ -159,10 +184,10 @@ def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
         return None
     if text.find("\r") != -1:
         lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-    header = lines[0].split(",")
-    width = len(header)
-    if width < 2 or len(set(header)) != width or "" in header:
+    header = _plain_header(lines[0])
+    if header is None:
         return None
+    width = len(header)
     cells = [ln.split(",") for ln in lines[1:]]
     try:
         values = np.array(cells, dtype=np.float64)
@@ -171,17 +196,14 @@ def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
     if values.ndim != 2 or values.shape[1] != width or not np.isfinite(values).all():
         return None
     # pandas reads a column of integer literals as int64, and scikit-learn then computes on
-    # integers differently (numpy's generic loop, not BLAS): leave those to the general path.
-    for col in np.flatnonzero((values == np.floor(values)).all(axis=0)):
-        if not any(("." in row[col] or "e" in row[col] or "E" in row[col]) for row in cells):
-            return None
-    for name in header:
-        try:
-            float(name)
-        except ValueError:
-            continue
-        return None
-    return header, values
+    # integers differently (numpy's generic loop, not BLAS): a column needs one cell written
+    # as a float ("1.0", "1e3") or it is left to the general path.
+    pending = range(width)
+    for row in cells:
+        pending = [col for col in pending if not _float_literal(row[col])]
+        if not pending:
+            return list(header), values
+    return None
 
 
 def read_dataframe(
