@@ -115,3 +115,77 @@ def test_accepted_connections_have_nagle_off() -> None:
             server.close()
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_head_and_body_written_in_one_pass_leave_in_one_send() -> None:
+    """The coalescing transport hands the real one a single write per loop pass, then closes."""
+    from tandem.servers.launch import _CoalescingTransport
+
+    async def scenario() -> tuple[bytes, bytes]:
+        loop = asyncio.get_running_loop()
+        server_sock, client_sock = socket.socketpair()
+        writes: list[bytes] = []
+
+        class Counting(asyncio.Protocol):
+            pass
+
+        transport, _ = await loop.create_connection(Counting, sock=server_sock)
+        real_write = transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(bytes(data))
+            real_write(data)
+
+        transport.write = counted  # type: ignore[method-assign]
+        wrapped = _CoalescingTransport(transport, loop)
+        wrapped.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        wrapped.write(memoryview(b"{}"))
+        assert writes == []  # nothing leaves before the pass ends
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        first = list(writes)
+        wrapped.write(b"tail")
+        wrapped.close()  # a close sends what is pending first
+        client_sock.setblocking(False)
+        received = b""
+        while chunk := await asyncio.wait_for(loop.sock_recv(client_sock, 65536), 10):
+            received += chunk
+        client_sock.close()
+        return b"|".join(first), received
+
+    first, received = asyncio.run(scenario())
+    assert first == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    assert received == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}tail"
+
+
+def test_several_workers_take_one_queued_connection_per_pass() -> None:
+    """Three connections wait on the listener; one readiness callback takes exactly one."""
+    from tandem.servers.launch import OneAcceptPerTickLoop, _loop_for
+
+    assert _loop_for("asyncio", 1) == "asyncio"
+    assert _loop_for("asyncio", 2) is OneAcceptPerTickLoop
+    loop = OneAcceptPerTickLoop()
+    listener = socket.socket()
+    clients = [socket.socket() for _ in range(3)]
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        for client in clients:
+            client.connect(listener.getsockname())
+        listener.setblocking(False)
+        loop._accept_connection(asyncio.Protocol, listener, backlog=100)
+        left = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+            left += 1
+        assert left == 2
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
