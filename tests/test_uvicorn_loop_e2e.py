@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from tandem.runtime_params import Params
-from tandem.servers.launch import _nodelay_protocol, uvicorn_loop
+from tandem.servers import connections
+from tandem.servers.launch import uvicorn_loop
 from tests.support import REPO, build_sklearn_artifact, free_port, running
 
 BODY = b"a,b,c\n0.5,-1.25,2.0\n1.0,0.0,-3.5\n"
@@ -85,7 +86,7 @@ def test_accepted_connections_have_nagle_off() -> None:
     async def app(scope: object, receive: object, send: object) -> None:  # pragma: no cover
         return None
 
-    config = uvicorn.Config(app, loop="asyncio", http=_nodelay_protocol(), log_config=None)
+    config = uvicorn.Config(app, loop="asyncio", http=connections.http_protocol(), log_config=None)
     config.load()
     state = ServerState()
     made: list[asyncio.BaseProtocol] = []
@@ -119,7 +120,6 @@ def test_accepted_connections_have_nagle_off() -> None:
 
 def test_head_and_body_written_in_one_pass_leave_in_one_send() -> None:
     """The coalescing transport hands the real one a single write per loop pass, then closes."""
-    from tandem.servers.launch import _CoalescingTransport
 
     async def scenario() -> tuple[bytes, bytes]:
         loop = asyncio.get_running_loop()
@@ -137,7 +137,7 @@ def test_head_and_body_written_in_one_pass_leave_in_one_send() -> None:
             real_write(data)
 
         transport.write = counted  # type: ignore[method-assign]
-        wrapped = _CoalescingTransport(transport, loop)
+        wrapped = connections.CoalescingTransport(transport, loop)
         wrapped.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         wrapped.write(memoryview(b"{}"))
         assert writes == []  # nothing leaves before the pass ends
@@ -158,34 +158,85 @@ def test_head_and_body_written_in_one_pass_leave_in_one_send() -> None:
     assert received == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}tail"
 
 
-def test_several_workers_take_one_queued_connection_per_pass() -> None:
-    """Three connections wait on the listener; one readiness callback takes exactly one."""
-    from tandem.servers.launch import OneAcceptPerTickLoop, _loop_for
-
-    assert _loop_for("asyncio", 1) == "asyncio"
-    assert _loop_for("asyncio", 2) is OneAcceptPerTickLoop
-    loop = OneAcceptPerTickLoop()
+def _listener_with_queued(n: int) -> tuple[socket.socket, list[socket.socket]]:
     listener = socket.socket()
-    clients = [socket.socket() for _ in range(3)]
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    clients = [socket.socket() for _ in range(n)]
+    for client in clients:
+        client.connect(listener.getsockname())
+    listener.setblocking(False)
+    return listener, clients
+
+
+def _drain(listener: socket.socket) -> int:
+    left = 0
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except BlockingIOError:
+            return left
+        conn.close()
+        left += 1
+
+
+def test_several_workers_take_one_queued_connection_per_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three connections wait on the listener; one readiness callback takes exactly one."""
+    assert connections.loop_setting("asyncio", 1) == "asyncio"
+    assert connections.loop_setting("uvloop", 2) == "uvloop"
+    assert connections.loop_setting("asyncio", 2) is connections.BalancedAcceptLoop
+    board = connections.ConnectionBoard(2)
+    board.claim(0)
+    board.claim(1)
+    monkeypatch.setattr(connections, "SEAT", connections.Seat(board, 0))
+    loop = connections.BalancedAcceptLoop()
+    listener, clients = _listener_with_queued(3)
     try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        for client in clients:
-            client.connect(listener.getsockname())
-        listener.setblocking(False)
-        loop._accept_connection(asyncio.Protocol, listener, backlog=100)
-        left = 0
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except BlockingIOError:
-                break
-            conn.close()
-            left += 1
-        assert left == 2
+        loop._accept_connection(asyncio.Protocol, listener, None, None, 100)
+        assert _drain(listener) == 2
+        # Counted when accepted, before the protocol sees the connection.
+        assert board.count(0) == 1
     finally:
         for client in clients:
             client.close()
         listener.close()
         loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+
+def test_a_busier_worker_leaves_a_connection_to_an_idler_one_for_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    board = connections.ConnectionBoard(3)
+    board.claim(0)
+    board.claim(1)
+    board.add(0, 2)
+    board.add(1, 1)  # slot 2 has no worker: VACANT, never the least loaded
+    assert board.another_holds_fewer(0)
+    assert not board.another_holds_fewer(1)
+    monkeypatch.setattr(connections, "SEAT", connections.Seat(board, 0))
+    loop = connections.BalancedAcceptLoop()
+    listener, clients = _listener_with_queued(1)
+    try:
+        # Deferred: nothing accepted, the listener is not watched until the timer fires.
+        loop._accept_connection(asyncio.Protocol, listener, None, None, 100)
+        assert loop._deferred == 1
+        assert listener.fileno() not in loop._selector.get_map()
+        # The loop keeps retrying; after MAX_DEFERRALS it takes the connection anyway, so a
+        # stuck worker cannot hold one back.
+        loop.run_until_complete(asyncio.sleep(0.2))
+        assert loop._deferred == 0
+        assert _drain(listener) == 0
+        # Once the other worker is busier, slot 0 no longer defers.
+        board.add(1, 5)
+        assert not board.another_holds_fewer(0)
+        board.vacate(1)
+        assert board.count(1) == connections.VACANT
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+        loop.run_until_complete(asyncio.sleep(connections.DEFER_SECONDS * 4))
         loop.close()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -186,104 +184,10 @@ def uvicorn_loop(params: Params) -> str:
     return params.choice("DRUM_UVICORN_LOOP", UVICORN_LOOPS, "asyncio")
 
 
-class _CoalescingTransport:
-    """A transport that sends what one loop pass writes as one ``send``.
-
-    Uvicorn writes a response's head and its body separately; with Nagle off that is two
-    packets and two system calls for every small answer. Writes are buffered until the end of
-    the current pass (or a close), so a head and a body written together leave together.
-    """
-
-    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def _flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._transport.write_eof()
-
-    def get_write_buffer_size(self) -> int:
-        return int(self._transport.get_write_buffer_size()) + sum(map(len, self._pending))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def _nodelay_protocol() -> type:
-    """Uvicorn's httptools protocol with Nagle's algorithm off on every accepted connection.
-
-    asyncio turns on ``TCP_NODELAY`` only for sockets whose ``proto`` is ``IPPROTO_TCP``, and
-    the listening socket Uvicorn binds has ``proto`` 0, so without this a response written as
-    headers then body waits for the client's delayed ACK (40 ms) on the asyncio loop.
-    """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class NoDelayHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
-        def connection_made(self, transport: Any) -> None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
-            super().connection_made(_CoalescingTransport(transport, self.loop))
-
-    return NoDelayHttpToolsProtocol
-
-
-class OneAcceptPerTickLoop(asyncio.SelectorEventLoop):
-    """asyncio's loop, taking at most one new connection each time the listener is ready.
-
-    asyncio accepts every queued connection at once, so when a client opens its connections
-    together, the worker that wakes first takes them all and the others idle (seen here: eight
-    keep-alive connections on one of two workers, half the throughput). Taking one per pass
-    leaves the rest to whichever worker is free, as Gunicorn's sync workers share them.
-    """
-
-    def _accept_connection(  # type: ignore[override]
-        self,
-        protocol_factory: Any,
-        sock: Any,
-        sslcontext: Any = None,
-        server: Any = None,
-        backlog: int = 100,
-        *args: Any,
-        **kwargs: Any,
-    ) -> None:
-        super()._accept_connection(  # type: ignore[misc]
-            protocol_factory, sock, sslcontext, server, 1, *args, **kwargs
-        )
-
-
-def _loop_for(loop: str, workers: int) -> Any:
-    """Uvicorn's ``loop`` setting: with several workers, each takes one connection at a time."""
-    return OneAcceptPerTickLoop if loop == "asyncio" and workers > 1 else loop
-
-
 def _serve_uvicorn(settings: ServeSettings) -> int:
     import uvicorn
 
+    from tandem.servers import connections
     from tandem.servers.fastapi_app import create_app
     from tandem.servers.supervisor import PreforkSupervisor
 
@@ -301,8 +205,8 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         port=settings.port,
         server_header=False,
         access_log=False,
-        loop=_loop_for(loop, settings.workers),
-        http=_nodelay_protocol(),
+        loop=connections.loop_setting(loop, settings.workers),
+        http=connections.http_protocol(),
         log_config=None,
         timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
         backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
@@ -317,6 +221,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         settings.workers,
         sock,
         run_worker,
+        board=connections.ConnectionBoard(settings.workers) if settings.workers > 1 else None,
         graceful_timeout=float(
             params.int("DRUM_UVICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=3600) or 30
         ),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from tandem.observability.metrics import mark_worker_dead
 from tandem.observability.state import Events, Heartbeat, WorkerExit, last_rss, state_dir
+from tandem.servers.connections import ConnectionBoard, take_seat
 
 logger = logging.getLogger("tandem.supervisor")
 
@@ -97,18 +98,22 @@ class PreforkSupervisor:
     sock: socket.socket
     run_worker: Callable[[socket.socket], None]
     graceful_timeout: float = 30.0
+    board: ConnectionBoard | None = None
+    """Shared open-connection counts, one slot per worker, so new connections go to the idlest."""
 
     def __post_init__(self) -> None:
-        self.children: dict[int, float] = {}
+        self.children: dict[int, tuple[float, int]] = {}
         self._stopping = False
         self._exit_status = 0
 
-    def _spawn(self) -> None:
+    def _spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:
             status = 0
             beat = None
             try:
+                if self.board is not None:
+                    take_seat(self.board, slot)
                 # Uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit
                 # so this worker still flushes spans and removes its heartbeat (a clean exit).
                 signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -131,7 +136,7 @@ class PreforkSupervisor:
                     recording.flush_all(5.0)
                 logging.shutdown()
                 os._exit(status)
-        self.children[pid] = time.monotonic()
+        self.children[pid] = (time.monotonic(), slot)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stopping = True
@@ -140,8 +145,8 @@ class PreforkSupervisor:
         """Supervise until SIGTERM/SIGINT; returns the server's exit status."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        for _ in range(self.workers):
-            self._spawn()
+        for slot in range(self.workers):
+            self._spawn(slot)
         while not self._stopping:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -150,16 +155,19 @@ class PreforkSupervisor:
             if pid == 0:
                 time.sleep(0.1)
                 continue
-            started = self.children.pop(pid, None)
-            if started is None:
+            child = self.children.pop(pid, None)
+            if child is None:
                 continue
+            started, slot = child
+            if self.board is not None:
+                self.board.vacate(slot)
             exit_ = classify_exit(pid, status)
             if report_exit(exit_, restarting=True):
                 self._exit_status = OOM_EXIT_STATUS
                 break
             if time.monotonic() - started < 1.0:
                 time.sleep(1.0)  # a worker that dies at once must not spin the CPU
-            self._spawn()
+            self._spawn(slot)
         self._shutdown()
         return self._exit_status
 

@@ -1,0 +1,227 @@
+"""How Uvicorn workers take and answer connections: Nagle off, one send per response, and new
+connections spread over the workers by how many each already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+#: A slot with no live worker: never the least loaded.
+VACANT = 1 << 62
+#: How long a busier worker leaves a waiting connection to the others, and how many times.
+DEFER_SECONDS = 0.0005
+MAX_DEFERRALS = 4
+
+
+class ConnectionBoard:
+    """Open connections per worker slot, in memory the supervisor's forked workers share.
+
+    Each worker writes only its own slot (aligned 8-byte stores) and reads the others', so no
+    lock is needed; a slightly stale count only makes one accept less well placed.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._memory = mmap.mmap(-1, 8 * max(slots, 1))
+        self._counts = memoryview(self._memory).cast("q")
+        for slot in range(len(self._counts)):
+            self._counts[slot] = VACANT
+
+    def claim(self, slot: int) -> None:
+        """A new worker in ``slot`` starts with no connections."""
+        self._counts[slot] = 0
+
+    def vacate(self, slot: int) -> None:
+        """The worker in ``slot`` is gone (the supervisor says so when it reaps it)."""
+        self._counts[slot] = VACANT
+
+    def add(self, slot: int, delta: int) -> None:
+        """Count a connection opened (+1) or closed (-1) in ``slot``."""
+        self._counts[slot] += delta
+
+    def count(self, slot: int) -> int:
+        """Open connections in ``slot`` (``VACANT`` when no worker holds it)."""
+        return int(self._counts[slot])
+
+    def another_holds_fewer(self, slot: int) -> bool:
+        """Whether some other live worker has fewer open connections than ``slot``."""
+        mine = self._counts[slot]
+        return any(
+            self._counts[other] < mine for other in range(len(self._counts)) if other != slot
+        )
+
+
+@dataclass(frozen=True)
+class Seat:
+    """This worker's slot on the shared board."""
+
+    board: ConnectionBoard
+    slot: int
+
+
+#: Set in a worker right after fork; None in the supervisor and in single-worker servers.
+SEAT: Seat | None = None
+
+
+def take_seat(board: ConnectionBoard, slot: int) -> None:
+    """Called in a freshly forked worker: count this worker's connections in ``slot``."""
+    global SEAT
+    board.claim(slot)
+    SEAT = Seat(board, slot)
+
+
+class _CountingListener:
+    """The listening socket, counting each accepted connection on the board at once.
+
+    The protocol only sees its connection a task later; counting at ``accept`` keeps a worker
+    that has just taken a connection from looking idle to the next readiness callback.
+    """
+
+    def __init__(self, sock: socket.socket, seat: Seat) -> None:
+        self.sock = sock
+        self._seat = seat
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        conn, address = self.sock.accept()
+        self._seat.board.add(self._seat.slot, 1)
+        return conn, address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+class BalancedAcceptLoop(asyncio.SelectorEventLoop):
+    """asyncio's loop, taking new connections one at a time and leaving them to idler workers.
+
+    asyncio accepts every queued connection at once, so when a client opens its connections
+    together the worker that wakes first takes them all (seen here: all four of a client's
+    connections on one of two workers, half the throughput). This loop accepts one per pass,
+    and a worker holding more connections than another waits briefly (at most
+    ``MAX_DEFERRALS`` × ``DEFER_SECONDS``) so the other takes it; after that it accepts anyway,
+    so a stuck or dying worker never leaves a connection waiting.
+    """
+
+    _deferred = 0
+
+    def _accept_connection(  # type: ignore[override]
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *args: Any,
+    ) -> None:
+        seat = SEAT
+        if (
+            seat is not None
+            and self._deferred < MAX_DEFERRALS
+            and seat.board.another_holds_fewer(seat.slot)
+        ):
+            self._deferred += 1
+            self._remove_reader(sock.fileno())
+            self.call_later(
+                DEFER_SECONDS,
+                self._resume_accepting,
+                (protocol_factory, sock, sslcontext, server, backlog, *args),
+            )
+            return
+        self._deferred = 0
+        if seat is not None and not isinstance(sock, _CountingListener):
+            sock = _CountingListener(sock, seat)
+        super()._accept_connection(  # type: ignore[misc]
+            protocol_factory, sock, sslcontext, server, 1, *args
+        )
+
+    def _resume_accepting(self, accept_args: tuple[Any, ...]) -> None:
+        sock, server = accept_args[1], accept_args[3]
+        if sock.fileno() == -1 or (server is not None and not server.is_serving()):
+            return  # the server closed meanwhile
+        self._add_reader(sock.fileno(), self._accept_connection, *accept_args)
+
+
+def loop_setting(loop: str, workers: int) -> Any:
+    """Uvicorn's ``loop`` setting: with several workers on asyncio, the balancing loop."""
+    return BalancedAcceptLoop if loop == "asyncio" and workers > 1 else loop
+
+
+class CoalescingTransport:
+    """A transport that sends what one loop pass writes as one ``send``.
+
+    Uvicorn writes a response's head and its body separately; with Nagle off that is two
+    packets and two system calls for every small answer. Writes are buffered until the end of
+    the current pass (or a close), so a head and a body written together leave together.
+    """
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; it leaves with everything else written in this pass."""
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def writelines(self, chunks: Any) -> None:
+        """Queue each chunk."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        """Send what is queued, then close."""
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        """Send what is queued, then half-close."""
+        self._flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes not yet sent, queued here or in the transport."""
+        return int(self._transport.get_write_buffer_size()) + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def http_protocol() -> type:
+    """Uvicorn's httptools protocol with Nagle off, coalesced writes and connection counting.
+
+    asyncio turns on ``TCP_NODELAY`` only for sockets whose ``proto`` is ``IPPROTO_TCP``, and
+    the listening socket Uvicorn binds has ``proto`` 0, so without this a response written as
+    headers then body waits for the client's delayed ACK (40 ms) on the asyncio loop.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class TandemHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+            # Counted on the board when accepted (see _CountingListener); uncounted when lost.
+            self._tandem_seat = SEAT
+            super().connection_made(CoalescingTransport(transport, self.loop))
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            seat = getattr(self, "_tandem_seat", None)
+            if seat is not None:
+                seat.board.add(seat.slot, -1)
+            super().connection_lost(exc)
+
+    return TandemHttpToolsProtocol
