@@ -7,6 +7,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -206,7 +208,7 @@ def test_several_workers_take_one_queued_connection_per_pass(
         loop.close()
 
 
-def test_a_busier_worker_leaves_a_connection_to_an_idler_one_for_a_while(
+def test_a_busier_worker_leaves_a_connection_to_an_idle_one_for_a_while(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     board = connections.ConnectionBoard(3)
@@ -214,8 +216,10 @@ def test_a_busier_worker_leaves_a_connection_to_an_idler_one_for_a_while(
     board.claim(1)
     board.add(0, 2)
     board.add(1, 1)  # slot 2 has no worker: VACANT, never the least loaded
-    assert board.another_holds_fewer(0)
-    assert not board.another_holds_fewer(1)
+    assert not board.idler_holds_fewer(0)  # slot 1 holds fewer but is busy
+    board.set_idle(1, True)
+    assert board.idler_holds_fewer(0)
+    assert not board.idler_holds_fewer(1)
     monkeypatch.setattr(connections, "SEAT", connections.Seat(board, 0))
     loop = connections.BalancedAcceptLoop()
     listener, clients = _listener_with_queued(1)
@@ -229,9 +233,13 @@ def test_a_busier_worker_leaves_a_connection_to_an_idler_one_for_a_while(
         loop.run_until_complete(asyncio.sleep(0.2))
         assert loop._deferred == 0
         assert _drain(listener) == 0
-        # Once the other worker is busier, slot 0 no longer defers.
-        board.add(1, 5)
-        assert not board.another_holds_fewer(0)
+        # A busy worker is not waited for: the next connection is taken at once.
+        board.set_idle(1, False)
+        more = socket.create_connection(listener.getsockname())
+        clients.append(more)
+        loop._accept_connection(asyncio.Protocol, listener, None, None, 100)
+        assert loop._deferred == 0
+        assert _drain(listener) == 0
         board.vacate(1)
         assert board.count(1) == connections.VACANT
     finally:
@@ -239,4 +247,28 @@ def test_a_busier_worker_leaves_a_connection_to_an_idler_one_for_a_while(
             client.close()
         listener.close()
         loop.run_until_complete(asyncio.sleep(connections.DEFER_SECONDS * 4))
+        loop.close()
+
+
+def test_a_worker_is_idle_on_the_board_only_while_it_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    board = connections.ConnectionBoard(2)
+    board.claim(0)
+    monkeypatch.setattr(connections, "SEAT", connections.Seat(board, 0))
+    loop = connections.BalancedAcceptLoop()
+    seen: list[int] = []
+
+    def watch() -> None:
+        time.sleep(0.05)
+        seen.append(int(board._idle[0]))
+
+    try:
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        loop.run_until_complete(asyncio.sleep(0.3))  # waits in select meanwhile
+        watcher.join()
+        assert seen == [1]
+        assert board._idle[0] == 0  # running again, not idle
+    finally:
         loop.close()

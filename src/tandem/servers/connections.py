@@ -18,21 +18,30 @@ MAX_DEFERRALS = 4
 
 
 class ConnectionBoard:
-    """Open connections per worker slot, in memory the supervisor's forked workers share.
+    """Per worker slot: open connections, and whether the worker is idle (waiting for I/O).
 
-    Each worker writes only its own slot (aligned 8-byte stores) and reads the others', so no
-    lock is needed; a slightly stale count only makes one accept less well placed.
+    Kept in memory the supervisor's forked workers share. Each worker writes only its own slot
+    (aligned 8-byte stores) and reads the others', so no lock is needed; a slightly stale value
+    only makes one accept less well placed.
     """
 
     def __init__(self, slots: int) -> None:
-        self._memory = mmap.mmap(-1, 8 * max(slots, 1))
-        self._counts = memoryview(self._memory).cast("q")
-        for slot in range(len(self._counts)):
+        slots = max(slots, 1)
+        self._memory = mmap.mmap(-1, 16 * slots)
+        words = memoryview(self._memory).cast("q")
+        self._counts = words[:slots]
+        self._idle = words[slots:]
+        for slot in range(slots):
             self._counts[slot] = VACANT
 
     def claim(self, slot: int) -> None:
         """A new worker in ``slot`` starts with no connections."""
         self._counts[slot] = 0
+        self._idle[slot] = 0
+
+    def set_idle(self, slot: int, idle: bool) -> None:
+        """Whether the worker in ``slot`` is waiting for I/O with nothing else to do."""
+        self._idle[slot] = int(idle)
 
     def vacate(self, slot: int) -> None:
         """The worker in ``slot`` is gone (the supervisor says so when it reaps it)."""
@@ -46,11 +55,13 @@ class ConnectionBoard:
         """Open connections in ``slot`` (``VACANT`` when no worker holds it)."""
         return int(self._counts[slot])
 
-    def another_holds_fewer(self, slot: int) -> bool:
-        """Whether some other live worker has fewer open connections than ``slot``."""
+    def idler_holds_fewer(self, slot: int) -> bool:
+        """Whether another worker is idle and holds fewer open connections than ``slot``."""
         mine = self._counts[slot]
         return any(
-            self._counts[other] < mine for other in range(len(self._counts)) if other != slot
+            self._idle[other] and self._counts[other] < mine
+            for other in range(len(self._counts))
+            if other != slot
         )
 
 
@@ -93,18 +104,44 @@ class _CountingListener:
         return getattr(self.sock, name)
 
 
+class _IdleReportingSelector:
+    """The loop's selector, telling the board while the worker waits with nothing to do."""
+
+    def __init__(self, selector: Any, seat: Seat) -> None:
+        self._selector = selector
+        self._seat = seat
+
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout is not None and timeout <= 0:
+            return self._selector.select(timeout)
+        self._seat.board.set_idle(self._seat.slot, True)
+        try:
+            return self._selector.select(timeout)
+        finally:
+            self._seat.board.set_idle(self._seat.slot, False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
+
+
 class BalancedAcceptLoop(asyncio.SelectorEventLoop):
     """asyncio's loop, taking new connections one at a time and leaving them to idler workers.
 
     asyncio accepts every queued connection at once, so when a client opens its connections
     together the worker that wakes first takes them all (seen here: all four of a client's
     connections on one of two workers, half the throughput). This loop accepts one per pass,
-    and a worker holding more connections than another waits briefly (at most
-    ``MAX_DEFERRALS`` × ``DEFER_SECONDS``) so the other takes it; after that it accepts anyway,
-    so a stuck or dying worker never leaves a connection waiting.
+    and while another worker is idle and holds fewer connections it waits briefly (at most
+    ``MAX_DEFERRALS`` × ``DEFER_SECONDS``) so that one takes it; after that it accepts anyway,
+    so a stuck or dying worker never leaves a connection waiting. A busy worker is never
+    waited for, so short-lived connections are taken at once.
     """
 
     _deferred = 0
+
+    def __init__(self, selector: Any = None) -> None:
+        super().__init__(selector)
+        if SEAT is not None:
+            self._selector = _IdleReportingSelector(self._selector, SEAT)
 
     def _accept_connection(  # type: ignore[override]
         self,
@@ -119,7 +156,7 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
         if (
             seat is not None
             and self._deferred < MAX_DEFERRALS
-            and seat.board.another_holds_fewer(seat.slot)
+            and seat.board.idler_holds_fewer(seat.slot)
         ):
             self._deferred += 1
             self._remove_reader(sock.fileno())
