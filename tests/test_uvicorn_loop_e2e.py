@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from tandem.runtime_params import Params
@@ -272,3 +273,31 @@ def test_a_worker_is_idle_on_the_board_only_while_it_waits(
         assert board._idle[0] == 0  # running again, not idle
     finally:
         loop.close()
+
+
+def test_large_bodies_answer_as_on_flask(regression: Path) -> None:
+    """Bodies past Uvicorn's 64 KiB pause point and past Tandem's own one answer as on Flask."""
+    rng = np.random.default_rng(4)
+    bodies = []
+    for rows in (5_000, 120_000):  # about 0.3 MB and 7 MB
+        x = rng.normal(size=(rows, 3))
+        bodies.append(
+            ("a,b,c\n" + "\n".join(",".join(repr(float(v)) for v in r) for r in x) + "\n").encode()
+        )
+    assert len(bodies[1]) > connections.BODY_HIGH_WATER
+    answers: dict[str, list[bytes]] = {}
+    for stack in ("fastapi", "flask"):
+        env = {"MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2"} if stack == "fastapi" else {}
+        with running(regression, stack, args=["--target-type", "regression"], env=env) as server:
+            answers[stack] = []
+            for body in bodies:
+                r = httpx.post(
+                    server.url + "/predictions/",
+                    content=body,
+                    headers={"content-type": "text/csv"},
+                    timeout=60,
+                )
+                assert r.status_code == 200, r.text[:200]
+                answers[stack].append(r.content)
+    assert answers["fastapi"] == answers["flask"]
+    assert answers["fastapi"][1].count(b",") == 120_000 - 1

@@ -12,6 +12,10 @@ from typing import Any
 
 #: A slot with no live worker: never the least loaded.
 VACANT = 1 << 62
+#: Request body bytes held before reading from the socket pauses. Uvicorn pauses at 64 KiB, but
+#: Tandem reads every body whole (up to its size limit) before answering, so pausing there only
+#: costs two epoll_ctl calls and a loop pass per 64 KiB (about 8 % of a 1000-row request).
+BODY_HIGH_WATER = 4 * 1024 * 1024
 #: How long a busier worker leaves a waiting connection to the others, and how many times.
 DEFER_SECONDS = 0.0005
 MAX_DEFERRALS = 4
@@ -235,11 +239,13 @@ class CoalescingTransport:
 
 
 def http_protocol() -> type:
-    """Uvicorn's httptools protocol with Nagle off, coalesced writes and connection counting.
+    """Uvicorn's httptools protocol as Tandem's workers use it.
 
-    asyncio turns on ``TCP_NODELAY`` only for sockets whose ``proto`` is ``IPPROTO_TCP``, and
-    the listening socket Uvicorn binds has ``proto`` 0, so without this a response written as
-    headers then body waits for the client's delayed ACK (40 ms) on the asyncio loop.
+    Nagle is off, a pass's writes leave in one send, connections are counted on the board, and
+    request bodies are read without pausing every 64 KiB. asyncio turns on ``TCP_NODELAY`` only
+    for sockets whose ``proto`` is ``IPPROTO_TCP``, and the listening socket Uvicorn binds has
+    ``proto`` 0, so without it a response written as headers then body waits for the client's
+    delayed ACK (40 ms) on the asyncio loop.
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -254,6 +260,16 @@ def http_protocol() -> type:
             # Counted on the board when accepted (see _CountingListener); uncounted when lost.
             self._tandem_seat = SEAT
             super().connection_made(CoalescingTransport(transport, self.loop))
+
+        def on_body(self, body: bytes) -> None:
+            # Uvicorn's own on_body, with BODY_HIGH_WATER in place of its 64 KiB.
+            cycle = self.cycle
+            if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+                return
+            cycle.body += body
+            if len(cycle.body) > BODY_HIGH_WATER:
+                self.flow.pause_reading()
+            cycle.message_event.set()
 
         def connection_lost(self, exc: Exception | None) -> None:
             seat = getattr(self, "_tandem_seat", None)
