@@ -39,6 +39,7 @@ from benchlib.servers import (
     ServerFailed,
     ServerRegistry,
     ServerSpec,
+    answer_differences,
     preflight,
     request,
 )
@@ -135,14 +136,7 @@ def check_identity(
             reference[key] = answer
             entry.update(identical=True, reference=True, detail="reference")
         else:
-            ref = reference[key]
-            problems = []
-            if answer.status != ref.status:
-                problems.append(f"status {answer.status} vs DRUM {ref.status}")
-            if answer.content_type != ref.content_type:
-                problems.append(f"Content-Type {answer.content_type!r} vs {ref.content_type!r}")
-            if answer.body != ref.body:
-                problems.append(f"body differs: {_diff(answer.body, ref.body)}")
+            problems = answer_differences(answer, reference[key], ("Tandem", "DRUM"))
             entry["identical"] = not problems
             entry["detail"] = "; ".join(problems) or "identical"
             if problems:
@@ -155,19 +149,6 @@ def check_identity(
                 )
         checks.append(entry)
     return ok
-
-
-def _diff(mine: bytes, theirs: bytes) -> str:
-    """Where two bodies first differ, with a little context."""
-    n = next(
-        (i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b),
-        min(len(mine), len(theirs)),
-    )
-    lo = max(0, n - 40)
-    return (
-        f"{len(mine)} vs {len(theirs)} bytes, first difference at byte {n}: "
-        f"Tandem {mine[lo : n + 40]!r} vs DRUM {theirs[lo : n + 40]!r}"
-    )
 
 
 def run(args: argparse.Namespace, registry: ServerRegistry, out_dir: Path) -> int:

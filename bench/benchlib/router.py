@@ -23,6 +23,7 @@ from benchlib.servers import (
     HOST,
     ServerFailed,
     ServerSpec,
+    answer_differences,
     free_port,
     request,
     scrubbed_env,
@@ -133,13 +134,7 @@ def same_answer(server_port: int, router_port: int, payload: Payload) -> dict[st
     body = payload.path.read_bytes()
     direct = request(server_port, "POST", payload.route, body, payload.content_type)
     routed = request(router_port, "POST", payload.route, body, payload.content_type)
-    problems = []
-    if routed.status != direct.status:
-        problems.append(f"status {routed.status} vs {direct.status}")
-    if routed.content_type != direct.content_type:
-        problems.append(f"Content-Type {routed.content_type!r} vs {direct.content_type!r}")
-    if routed.body != direct.body:
-        problems.append(f"body {routed.body[:80]!r} vs {direct.body[:80]!r}")
+    problems = answer_differences(routed, direct, ("routed", "direct"))
     return {
         "identical": not problems and direct.status == 200,
         "detail": "; ".join(problems) or f"identical (status {direct.status})",

@@ -195,6 +195,27 @@ class Answer:
     body: bytes
 
 
+def answer_differences(mine: Answer, theirs: Answer, who: tuple[str, str]) -> list[str]:
+    """How two answers differ (status, Content-Type, body), each item naming ``who`` answered."""
+    me, them = who
+    problems = []
+    if mine.status != theirs.status:
+        problems.append(f"status {mine.status} ({me}) vs {theirs.status} ({them})")
+    if mine.content_type != theirs.content_type:
+        problems.append(f"Content-Type {mine.content_type!r} vs {theirs.content_type!r}")
+    if mine.body != theirs.body:
+        n = next(
+            (i for i, (a, b) in enumerate(zip(mine.body, theirs.body, strict=False)) if a != b),
+            min(len(mine.body), len(theirs.body)),
+        )
+        lo = max(0, n - 40)
+        problems.append(
+            f"body differs: {len(mine.body)} vs {len(theirs.body)} bytes, first difference at "
+            f"byte {n}: {me} {mine.body[lo : n + 40]!r} vs {them} {theirs.body[lo : n + 40]!r}"
+        )
+    return problems
+
+
 def request(
     port: int,
     method: str,
