@@ -139,6 +139,11 @@ def _read_large(data: bytes) -> tuple[list[str], np.ndarray] | None:
     return [str(n) for n in names], values
 
 
+def _moving_average(average: float, sample: float) -> float:
+    """The next moving average; the pessimistic start (1.0) is replaced by the first sample."""
+    return sample if average >= 1.0 else 0.9 * average + 0.1 * sample
+
+
 def _numpy_safe(model: Any) -> bool:
     steps = getattr(model, "steps", None)
     if steps is not None and type(model).__module__.startswith("sklearn.pipeline"):
@@ -198,15 +203,10 @@ class FastPlan:
         finally:
             elapsed = time.perf_counter() - started
             if len(data) <= INLINE_BODY:
-                self.cost = elapsed if self.cost >= 1.0 else 0.9 * self.cost + 0.1 * elapsed
+                self.cost = _moving_average(self.cost, elapsed)
             else:
                 self.large_answered = answer is not None
-                per_byte = elapsed / len(data)
-                self.cost_per_byte = (
-                    per_byte
-                    if self.cost_per_byte >= 1.0
-                    else 0.9 * self.cost_per_byte + 0.1 * per_byte
-                )
+                self.cost_per_byte = _moving_average(self.cost_per_byte, elapsed / len(data))
 
     def _predict(self, data: bytes, mimetype: str | None) -> bytes | None:
         if mimetype not in _CSV:

@@ -69,6 +69,11 @@ def path_variants(path: str, prefix: str) -> list[str]:
     return [prefix + bare, prefix + bare + "/"]
 
 
+def concrete_paths(route: Route, prefix: str) -> dict[str, str]:
+    """Every concrete path ``route`` answers on, mapped to the declared path it comes from."""
+    return {path: declared for declared in route.paths for path in path_variants(declared, prefix)}
+
+
 def allowed_methods(path: str, prefix: str) -> list[str] | None:
     """Methods allowed on a concrete path, or None when no route matches it (for 404/405)."""
     methods: set[str] = set()

@@ -27,7 +27,14 @@ from starlette.routing import Route as StarletteRoute
 from tandem.core.http import Headers, QueryDict, standard_headers
 from tandem.core.http import Request as CoreRequest
 from tandem.core.http import Response as CoreResponse
-from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants, template_for
+from tandem.core.routes import (
+    ROUTES,
+    Route,
+    allowed_methods,
+    concrete_paths,
+    path_variants,
+    template_for,
+)
 from tandem.core.service import PredictionService
 from tandem.servers.extensions import load_extension
 
@@ -184,11 +191,7 @@ class PredictLane:
         self.service = service
         self.executor = executor
         self.route = next(r for r in ROUTES if r.name == "predict")
-        self.paths = {
-            path: declared
-            for declared in self.route.paths
-            for path in path_variants(declared, prefix)
-        }
+        self.paths = concrete_paths(self.route, prefix)
         self.limit = service.settings.max_body_size
 
     async def __call__(self, scope: Any, receive: Any, send: Any, app: Any) -> None:

@@ -13,7 +13,14 @@ from werkzeug.http import HTTP_STATUS_CODES
 from tandem.core.http import Headers, QueryDict, standard_headers
 from tandem.core.http import Request as CoreRequest
 from tandem.core.http import Response as CoreResponse
-from tandem.core.routes import ROUTES, Route, allowed_methods, path_variants, template_for
+from tandem.core.routes import (
+    ROUTES,
+    Route,
+    allowed_methods,
+    concrete_paths,
+    path_variants,
+    template_for,
+)
 from tandem.core.service import PredictionService
 from tandem.servers.extensions import load_extension
 
@@ -32,11 +39,7 @@ class PredictLane:
         self.app = app
         self.service = service
         self.route = next(r for r in ROUTES if r.name == "predict")
-        self.paths = {
-            path: declared
-            for declared in self.route.paths
-            for path in path_variants(declared, prefix)
-        }
+        self.paths = concrete_paths(self.route, prefix)
         self.limit = service.settings.max_body_size
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
