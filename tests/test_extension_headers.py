@@ -41,7 +41,9 @@ def test_prediction_lanes_only_without_extensions(tmp_path: Path) -> None:
     shutil.copytree(EXAMPLES / "regression", plain)
     spec = ModelSpec("plain", "unused", ("--target-type", "regression"))
     service = PredictionService.load(settings_for(spec, plain, "gunicorn"))
-    assert isinstance(flask_app.create_app(service).wsgi_app, flask_app.PredictLane)
+    outer = flask_app.create_app(service).wsgi_app
+    assert isinstance(outer, flask_app.WholeBody)
+    assert isinstance(outer.app, flask_app.PredictLane)
     fast = fastapi_app.create_app(PredictionService.load(settings_for(spec, plain, "fastapi")))
     assert isinstance(fast, fastapi_app.TandemFastAPI)
     assert isinstance(fast.lane, fastapi_app.PredictLane)
@@ -58,6 +60,7 @@ def test_no_prediction_lane_with_an_extension(
     monkeypatch.setenv("EXAMPLE_AUTH_TOKEN", "s3cret")
     spec = ModelSpec("extension_auth", "unused", ("--target-type", "regression"))
     app = flask_app.create_app(PredictionService.load(settings_for(spec, code_dir, "gunicorn")))
-    assert not isinstance(app.wsgi_app, flask_app.PredictLane)
+    assert isinstance(app.wsgi_app, flask_app.WholeBody)
+    assert not isinstance(app.wsgi_app.app, flask_app.PredictLane)
     fast = fastapi_app.create_app(PredictionService.load(settings_for(spec, code_dir, "fastapi")))
     assert fast.lane is None

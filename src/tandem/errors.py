@@ -13,6 +13,7 @@
         ├── BadRequest                400 {"error": ...} (DRUM's Werkzeug-style 400)
         ├── PlainBadRequest           400 {"message": ...} without the "ERROR: " prefix
         ├── PayloadTooLarge           413
+        ├── IncompleteBody            400 (body cut short or malformed chunked framing)
         └── ModelError                500 (the model or its output is at fault)
 
 User code raises :class:`CustomHTTPError` (re-exported as ``datarobot_drum.CustomHTTPError``); its
@@ -82,6 +83,22 @@ class PayloadTooLarge(RequestError):
     """The request body exceeds the configured limit."""
 
     status = 413
+
+
+class IncompleteBody(RequestError):
+    """The request body ended before its declared end, or its chunked framing is malformed.
+
+    One message on every stack (the servers' own reasons differ): nothing of it was scored.
+    """
+
+    status = 400
+
+    def __init__(
+        self,
+        message: str = "Request body is incomplete: the client stopped sending before its end, "
+        "or its chunked encoding is malformed.",
+    ) -> None:
+        super().__init__(message)
 
 
 class ModelError(RequestError):

@@ -34,6 +34,7 @@ from tandem.errors import (
     NotSupported,
     PayloadTooLarge,
     PlainBadRequest,
+    RequestError,
     UnprocessableInput,
 )
 from tandem.metadata import read_metadata
@@ -223,16 +224,22 @@ class PredictionService:
 
     def too_large(self, request: Request, endpoint: str = "unmatched") -> Response:
         """Answer a body over the size limit."""
-        return self.finish(
-            request,
-            error_response(
-                PayloadTooLarge(
-                    f"Request body is larger than the limit of {self.settings.max_body_size} bytes."
-                )
-            ),
-            0.0,
-            endpoint,
+        return self.body_error(request, self.body_too_large(), endpoint)
+
+    def body_too_large(self) -> PayloadTooLarge:
+        """The error for a body over ``DRUM_MAX_BODY_SIZE`` (one message on every stack)."""
+        return PayloadTooLarge(
+            f"Request body is larger than the limit of {self.settings.max_body_size} bytes."
         )
+
+    def body_error(
+        self, request: Request, exc: RequestError, endpoint: str = "unmatched"
+    ) -> Response:
+        """Answer a request whose body could not be read whole (413, or 400 when cut short).
+
+        Nothing is scored: a body is either read to its end within the limit, or refused.
+        """
+        return self.finish(request, error_response(exc), 0.0, endpoint)
 
     def _error_server(self, route: Route) -> Response:
         text = f"ERROR: {self.load_error}"

@@ -36,6 +36,8 @@ from tandem.core.routes import (
     template_for,
 )
 from tandem.core.service import PredictionService
+from tandem.errors import IncompleteBody, RequestError
+from tandem.servers.connections import BODY_CUT_SCOPE_KEY
 from tandem.servers.extensions import load_extension
 
 _DONE = object()
@@ -47,22 +49,36 @@ _NO_TELEMETRY: dict[str, Any] = (
 )
 
 
-class _TooLarge(Exception):
-    pass
+class ClientGone(Exception):
+    """The client disconnected before its body was read: there is nobody to answer."""
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
+async def read_asgi_body(scope: Any, receive: Any, limit: int, too_large: RequestError) -> bytes:
+    """The request's whole body, or an error: never a prefix of it.
+
+    A declared length over ``limit`` is refused before reading; otherwise the body is read one
+    message past the limit at most. A client that half-closes before its body's end (Tandem's
+    protocol marks the scope, see ``connections``) gets :class:`IncompleteBody`; one that is
+    gone entirely raises :class:`ClientGone`.
+    """
+    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if length is not None and length.isdigit() and int(length) > limit:
-        raise _TooLarge
+        raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise too_large
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        if scope.get(BODY_CUT_SCOPE_KEY):
+            raise IncompleteBody
 
 
 def _core_request(request: Request, body: bytes = b"") -> CoreRequest:
@@ -108,9 +124,19 @@ def _endpoint(
 
     async def endpoint(request: Request) -> Response:
         try:
-            body = await _read_body(request, limit) if request.method in ("POST", "PUT") else b""
-        except _TooLarge:
-            return _to_starlette(service.too_large(_core_request(request), declared), executor)
+            body = (
+                await read_asgi_body(
+                    request.scope, request.receive, limit, service.body_too_large()
+                )
+                if request.method in ("POST", "PUT")
+                else b""
+            )
+        except RequestError as exc:
+            return _to_starlette(
+                service.body_error(_core_request(request), exc, declared), executor
+            )
+        except ClientGone:
+            return Response(status_code=400)  # never sent: the client is gone
         core = _core_request(request, body)
         if route.blocking and not service.cheap(route, core):
             call = functools.partial(service.handle, route, core, declared, **request.path_params)
@@ -205,14 +231,15 @@ class PredictLane:
         if not length.isdigit() or int(length) > self.limit:
             await app(scope, receive, send)
             return
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
+        try:
+            body = await read_asgi_body(scope, receive, self.limit, self.service.body_too_large())
+        except ClientGone:
+            return
+        except RequestError as exc:
+            request = Request(scope)
+            resp = self.service.body_error(_core_request(request), exc, declared)
+            await _to_starlette(resp, self.executor)(scope, receive, send)
+            return
         client = scope.get("client")
         core = CoreRequest(
             method="POST",
@@ -221,7 +248,7 @@ class PredictLane:
             query=QueryDict(
                 parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
             ),
-            body=b"".join(chunks),
+            body=body,
             client=client[0] if client else "-",
         )
         if self.service.cheap(self.route, core):

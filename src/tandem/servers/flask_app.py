@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,7 +23,140 @@ from tandem.core.routes import (
     template_for,
 )
 from tandem.core.service import PredictionService
+from tandem.errors import IncompleteBody, RequestError
 from tandem.servers.extensions import load_extension
+
+#: Bytes asked of the server's input stream per read while a body is taken in whole.
+_READ_SIZE = 256 * 1024
+
+
+def read_wsgi_body(environ: dict[str, Any], limit: int, too_large: RequestError) -> bytes:
+    """The request's whole body, or an error: never a prefix of it.
+
+    Werkzeug's own limit (``MAX_CONTENT_LENGTH``) stops reading a chunked body at the limit and
+    hands back what it has, so an oversize body would be scored cut short. Here a chunked body is
+    read one byte past the limit (``too_large`` then, without reading the rest), a declared length
+    must arrive in full, and any failure of the server's de-chunking (a bad chunk size, a client
+    gone before the last chunk) is :class:`IncompleteBody`, a 400.
+    """
+    stream = environ["wsgi.input"]
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    declared = environ.get("CONTENT_LENGTH", "").strip()
+    try:
+        if not chunked:
+            if not declared:
+                return b""
+            if not declared.isdigit():
+                raise IncompleteBody
+            length = int(declared)
+            if length > limit:
+                raise too_large
+            parts, size = [], 0
+            while size < length:
+                part = stream.read(min(_READ_SIZE, length - size))
+                if not part:
+                    raise IncompleteBody
+                parts.append(part)
+                size += len(part)
+            return b"".join(parts)
+        parts, size = [], 0
+        while True:
+            part = stream.read(min(_READ_SIZE, limit + 1 - size))
+            if not part:
+                return b"".join(parts)
+            size += len(part)
+            if size > limit:
+                raise too_large
+            parts.append(part)
+    except RequestError:
+        raise
+    except Exception as exc:  # the server's de-chunking failed: OSError, gunicorn's ParseError
+        raise IncompleteBody from exc
+
+
+def _has_body(environ: dict[str, Any]) -> bool:
+    return bool(environ.get("HTTP_TRANSFER_ENCODING")) or environ.get("CONTENT_LENGTH", "") not in (
+        "",
+        "0",
+    )
+
+
+def _environ_request(
+    environ: dict[str, Any], body: bytes, query: list[tuple[str, str]]
+) -> CoreRequest:
+    """The core request, named as Werkzeug names it (header names, query, client address)."""
+    pairs = [
+        (key[5:].replace("_", "-"), value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    ]
+    for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+        if environ.get(key):
+            pairs.append((name, environ[key]))
+    return CoreRequest(
+        method=environ.get("REQUEST_METHOD", "GET"),
+        path=environ.get("PATH_INFO", ""),
+        headers=Headers.from_pairs(pairs),
+        query=QueryDict(query),
+        body=body,
+        client=environ.get("REMOTE_ADDR") or "-",
+    )
+
+
+def _werkzeug_query(environ: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """Werkzeug's own reading of QUERY_STRING (``request.args``); None when it cannot decode."""
+    try:
+        return parse_qsl(
+            environ.get("QUERY_STRING", "").encode("latin-1").decode(),
+            keep_blank_values=True,
+            errors="werkzeug.url_quote",
+        )
+    except (UnicodeError, LookupError):
+        return None
+
+
+def _start(resp: CoreResponse, start_response: Any) -> Any:
+    headers = list(resp.headers)
+    if resp.content_type is not None:
+        headers.insert(0, ("Content-Type", resp.content_type))
+    if isinstance(resp.body, bytes):
+        headers.append(("Content-Length", str(len(resp.body))))
+        chunks: Any = [resp.body]
+    else:
+        chunks = resp.body
+    start_response(f"{resp.status} {HTTP_STATUS_CODES.get(resp.status, '').upper()}", headers)
+    return chunks
+
+
+class WholeBody:
+    """WSGI middleware, outermost on every Flask stack: nothing runs on a body not read whole.
+
+    The body is read once (:func:`read_wsgi_body`) and handed on as a complete, length-framed
+    input, so Flask views, ``custom_flask.py`` code and the prediction lane all see the same
+    bytes; an oversize or cut-short body is answered here through the core (413 or 400).
+    """
+
+    def __init__(self, app: Any, service: PredictionService, prefix: str) -> None:
+        self.app = app
+        self.service = service
+        self.prefix = prefix
+        self.limit = service.settings.max_body_size
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not _has_body(environ):
+            return self.app(environ, start_response)
+        try:
+            body = read_wsgi_body(environ, self.limit, self.service.body_too_large())
+        except RequestError as exc:
+            path = environ.get("PATH_INFO", "")
+            request = _environ_request(environ, b"", _werkzeug_query(environ) or [])
+            resp = self.service.body_error(request, exc, template_for(path, self.prefix))
+            return _start(resp, start_response)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["tandem.body"] = body
+        return self.app(environ, start_response)
 
 
 class PredictLane:
@@ -31,8 +165,9 @@ class PredictLane:
     Flask's request dispatch is most of the Flask stacks' per-request cost, and a prediction
     needs none of it when no ``custom_flask.py`` hooks exist (the only case this is installed
     in). It builds the core request exactly as the Flask view would (Werkzeug's header naming,
-    query parsing, client address); anything unusual - another method or path, a missing or
-    oversize Content-Length, chunked bodies - goes to Flask unchanged.
+    query parsing, client address); anything unusual - another method or path, a query Werkzeug
+    cannot decode - goes to Flask unchanged. It sits inside :class:`WholeBody`, which has
+    already read the body whole.
     """
 
     def __init__(self, app: Any, service: PredictionService, prefix: str) -> None:
@@ -40,56 +175,17 @@ class PredictLane:
         self.service = service
         self.route = next(r for r in ROUTES if r.name == "predict")
         self.paths = concrete_paths(self.route, prefix)
-        self.limit = service.settings.max_body_size
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         declared = self.paths.get(environ.get("PATH_INFO", ""))
-        length = environ.get("CONTENT_LENGTH", "")
-        if (
-            declared is None
-            or environ.get("REQUEST_METHOD") != "POST"
-            or not length.isdigit()
-            or int(length) > self.limit
-            or environ.get("HTTP_TRANSFER_ENCODING")
-        ):
+        body = environ.get("tandem.body")
+        if declared is None or environ.get("REQUEST_METHOD") != "POST" or body is None:
             return self.app(environ, start_response)
-        try:
-            # Werkzeug's own reading of QUERY_STRING (request.args).
-            query = parse_qsl(
-                environ.get("QUERY_STRING", "").encode("latin-1").decode(),
-                keep_blank_values=True,
-                errors="werkzeug.url_quote",
-            )
-        except (UnicodeError, LookupError):
+        query = _werkzeug_query(environ)
+        if query is None:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"].read(int(length))
-        pairs = [
-            (key[5:].replace("_", "-"), value)
-            for key, value in environ.items()
-            if key.startswith("HTTP_")
-        ]
-        for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
-            if environ.get(key):
-                pairs.append((name, environ[key]))
-        core = CoreRequest(
-            method="POST",
-            path=environ["PATH_INFO"],
-            headers=Headers.from_pairs(pairs),
-            query=QueryDict(query),
-            body=body,
-            client=environ.get("REMOTE_ADDR") or "-",
-        )
-        resp = self.service.handle(self.route, core, declared)
-        headers = list(resp.headers)
-        if resp.content_type is not None:
-            headers.insert(0, ("Content-Type", resp.content_type))
-        if isinstance(resp.body, bytes):
-            headers.append(("Content-Length", str(len(resp.body))))
-            chunks: Any = [resp.body]
-        else:
-            chunks = resp.body
-        start_response(f"{resp.status} {HTTP_STATUS_CODES.get(resp.status, '').upper()}", headers)
-        return chunks
+        core = _environ_request(environ, body, query)
+        return _start(self.service.handle(self.route, core, declared), start_response)
 
 
 def _core_request(body: bytes = b"") -> CoreRequest:
@@ -121,7 +217,8 @@ def _template(templates: dict[str, str]) -> str:
 
 def _view(service: PredictionService, route: Route, templates: dict[str, str]) -> Any:
     def view(**params: str) -> Response:
-        body = request.get_data(cache=False) if request.method in ("POST", "PUT") else b""
+        # WholeBody read it (whatever an extension did with the stream since).
+        body = request.environ.get("tandem.body", b"") if request.method in ("POST", "PUT") else b""
         return _to_flask(service.handle(route, _core_request(body), _template(templates), **params))
 
     view.__name__ = route.name
@@ -178,4 +275,5 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Flas
                     response.headers[name] = value
             return response
 
+    app.wsgi_app = WholeBody(app.wsgi_app, service, prefix)  # type: ignore[method-assign]
     return app
