@@ -24,6 +24,8 @@ from tandem.rollout.store import DecisionRow, RolloutStore
 from tests.support import FIXTURES, free_port
 
 CSV = b"a,b,c\n1,2,3\n4,5,6\n"
+#: What ``tandem rollout start`` prints once its children are up and it starts evaluating.
+READY_LINE = "rollout: router on"
 
 #: Compressed timings: the whole story in seconds. Latency and memory limits are wide, because
 #: on two shared cores (load generator, router, both stacks) a P99 over a few hundred requests
@@ -159,8 +161,10 @@ class Rollout:
         spec: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        admin_token: str | None = None,
     ) -> None:
         self.dir = tmp_path
+        self.admin_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         self.code_dir = tmp_path / "model"
         if not self.code_dir.exists():
             shutil.copytree(FIXTURES / "rollout_candidate", self.code_dir)
@@ -195,13 +199,15 @@ class Rollout:
             str(config),
             "--backend-timeout",
             "2",
+            *(["--admin-token", admin_token] if admin_token else []),
             *(extra_args or []),
         ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp_path / "controller.log"
 
     def start(self) -> Rollout:
-        """Start the controller and wait until the router answers."""
+        """Start the controller; wait until the router answers and the controller supervises."""
+        ready_before = self.logs().count(READY_LINE)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command,
@@ -211,13 +217,19 @@ class Rollout:
                 start_new_session=True,
             )
         self.wait_for(lambda: self._router_up(), 120, "router up")
+        self.wait_for(
+            lambda: self.logs().count(READY_LINE) > ready_before, 60, "controller start-up done"
+        )
         return self
 
     def _router_up(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"controller exited {self.proc.returncode}:\n{self.logs()}")
         try:
-            return httpx.get(self.admin_url + "/api/health", timeout=1).status_code == 200
+            health = httpx.get(
+                self.admin_url + "/api/health", headers=self.admin_headers, timeout=1
+            )
+            return health.status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -247,7 +259,8 @@ class Rollout:
 
     def router_stats(self) -> dict[str, Any]:
         """The router's /api/stats."""
-        return dict(httpx.get(self.admin_url + "/api/stats", timeout=5).json())
+        stats = httpx.get(self.admin_url + "/api/stats", headers=self.admin_headers, timeout=5)
+        return dict(stats.json())
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll until ``predicate`` holds."""
@@ -279,6 +292,17 @@ class Rollout:
         assert status is not None
         return status
 
+    def child_pids(self) -> dict[str, int]:
+        """The PIDs the state file records for baseline, candidate and router."""
+        if not self.state.exists():
+            return {}
+        store = self.store()
+        try:
+            children = store.get_json("children") or {}
+        finally:
+            store.close()
+        return {name: c["pid"] for name, c in children.items() if c and c.get("pid")}
+
     def kill_controller(self) -> None:
         """SIGKILL only the controller process (its children live on in their own sessions)."""
         assert self.proc is not None
@@ -293,13 +317,9 @@ class Rollout:
                 self.proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        if self.state.exists():
-            store = self.store()
-            pids = store.get_json("pids") or {}
-            store.close()
-            for pid in pids.values():
-                if pid and psutil.pid_exists(pid):
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+        for pid in self.child_pids().values():
+            if psutil.pid_exists(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import signal
@@ -138,7 +140,79 @@ def _store(path: str) -> Any:
     return RolloutStore(Path(path))
 
 
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _resumed_deployment(saved: dict[str, Any], token: str | None) -> Any:
+    """The recorded deployment, with the admin token given again (the state keeps its hash)."""
+    from tandem.errors import ConfigError
+    from tandem.rollout.controller import Deployment
+
+    fields = {k: v for k, v in saved.items() if k not in ("admin_token", "admin_token_sha256")}
+    digest = saved.get("admin_token_sha256")
+    if saved.get("admin_token"):  # a state file written before tokens were stored hashed
+        digest = _token_digest(saved["admin_token"])
+    if digest and not token:
+        raise ConfigError(
+            "this rollout's admin API has a token: pass the same --admin-token to resume it "
+            "(the state file keeps only its hash)"
+        )
+    if token and not digest:
+        raise ConfigError("this rollout was started without --admin-token; resume it without one")
+    if token and digest and not hmac.compare_digest(_token_digest(token), digest):
+        raise ConfigError("--admin-token does not match the token this rollout was started with")
+    return Deployment(**{**fields, "code_dir": Path(fields["code_dir"]), "admin_token": token})
+
+
+def _spec_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The spec keys whose values differ, as ``{key: {"before": ..., "after": ...}}``."""
+    keys = sorted(set(before) | set(after))
+    return {
+        k: {"before": before.get(k), "after": after.get(k)}
+        for k in keys
+        if json.dumps(before.get(k), sort_keys=True) != json.dumps(after.get(k), sort_keys=True)
+    }
+
+
+def _record_spec_change(store: Any, saved: dict[str, Any], spec: Any) -> None:
+    """On resume, a spec that differs from the recorded one is its own decision-log entry."""
+    from dataclasses import replace
+
+    changes = _spec_changes(saved, spec.to_dict())
+    if not changes:
+        return
+    status = store.load_status()
+    store.set_json("spec", spec.to_dict())
+    if status is None:
+        return
+    store.save(
+        replace(status, spec_digest=spec.digest()),
+        action="spec_change",
+        rule="operator.spec_change",
+        from_weight=status.weight,
+        reason=f"resumed with a changed spec ({', '.join(changes)}); spec {spec.digest()}",
+        numbers={"changes": changes},
+    )
+    logger.warning("resumed with a changed spec: %s", ", ".join(changes))
+
+
 def _start(args: argparse.Namespace) -> int:
+    from tandem.errors import ConfigError
+    from tandem.rollout.store import StateLock, StateLocked
+
+    lock = StateLock(Path(args.state).resolve())
+    try:
+        lock.acquire()
+    except StateLocked as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return _run_locked(args)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace) -> int:
     from tandem.rollout.controller import (
         Controller,
         Deployment,
@@ -165,12 +239,16 @@ def _start(args: argparse.Namespace) -> int:
     }
     if args.steps:
         overrides["steps"] = [float(s) for s in str(args.steps).split(",") if s.strip()]
-    spec = RolloutSpec.load(args.config, overrides)
     store = _store(args.state)
     saved = store.get_json("deployment")
+    saved_spec = store.get_json("spec")
+    # A resumed rollout keeps its recorded spec; only what this command line states changes it.
+    spec = RolloutSpec.load(args.config, overrides, base=saved_spec)
     if saved is not None:
-        dep = Deployment(**{**saved, "code_dir": Path(saved["code_dir"])})
+        dep = _resumed_deployment(saved, args.admin_token)
         logger.info("resuming the rollout recorded in %s", args.state)
+        if saved_spec is not None:
+            _record_spec_change(store, saved_spec, spec)
     else:
         host, port = _hostport(args.address, "--address")
         if args.admin_address:
@@ -193,20 +271,35 @@ def _start(args: argparse.Namespace) -> int:
             candidate_port=free_port(),
             backend_timeout=args.backend_timeout,
         )
-        store.set_json("deployment", {**dep.__dict__, "code_dir": str(dep.code_dir)})
+        recorded = {k: v for k, v in dep.__dict__.items() if k != "admin_token"}
+        recorded["code_dir"] = str(dep.code_dir)
+        recorded["admin_token_sha256"] = _token_digest(dep.admin_token) if dep.admin_token else None
+        store.set_json("deployment", recorded)
         store.set_json("spec", spec.to_dict())
     children = build_children(dep, Path(args.state).resolve())
-    pids = store.get_json("pids") or {}
+    known = store.get_json("children") or {}
     for child in children:
-        child.pid = pids.get(child.name)
-    supervisor = Supervisor(children, Path(args.state).resolve().parent / "rollout-logs")
-    for name in ("baseline", "candidate"):
-        supervisor.ensure(name)
-    for name in ("baseline", "candidate"):
-        supervisor.wait_healthy(name)
-    supervisor.ensure("router")
-    supervisor.wait_healthy("router")
-    store.set_json("pids", {c.name: c.pid for c in children})
+        child.adopt(known.get(child.name))
+
+    def remember() -> None:
+        store.set_json("children", supervisor.identities())
+
+    supervisor = Supervisor(
+        children, Path(args.state).resolve().parent / "rollout-logs", on_change=remember
+    )
+    try:
+        for name in ("baseline", "candidate"):
+            supervisor.ensure(name)
+        for name in ("baseline", "candidate"):
+            supervisor.wait_healthy(name)
+        supervisor.ensure("router")
+        supervisor.wait_healthy("router")
+    except BaseException:
+        # A rollout that cannot be supervised must not leave servers running with nobody
+        # watching them.
+        logger.error("start-up failed; stopping the rollout's processes")
+        supervisor.stop_all()
+        raise
     urls = {c.name: c.url for c in children}
     controller = Controller(
         spec,
@@ -231,9 +324,7 @@ def _start(args: argparse.Namespace) -> int:
     try:
         status = controller.run()
     finally:
-        store.set_json("pids", {c.name: c.pid for c in children})
         supervisor.stop_all()
-        store.set_json("pids", {})
     print(f"rollout stopped: {status.phase.value} at {status.weight:g}%")
     return 0
 

@@ -46,7 +46,12 @@ SIDES = ("baseline", "candidate")
 
 @dataclass
 class ChildSpec:
-    """A supervised child process: how to start it and where it answers."""
+    """A supervised child process: how to start it, where it answers, and which process it is.
+
+    A child is known by its PID *and* its process start time (``started``), never by what
+    answers on its port: a PID the kernel has reused, or some other server on the port, is not
+    the child.
+    """
 
     name: str
     command: list[str]
@@ -54,50 +59,85 @@ class ChildSpec:
     url: str
     health_path: str = "/ping"
     pid: int | None = None
+    started: float | None = None
     log_path: str | None = None
+    health_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    """Sent with health checks (the router's admin token); never stored."""
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form for the store."""
-        return {
-            "name": self.name,
-            "command": self.command,
-            "env": self.env,
-            "url": self.url,
-            "health_path": self.health_path,
-            "pid": self.pid,
-            "log_path": self.log_path,
-        }
+    def identity(self) -> dict[str, Any]:
+        """What the store keeps to find this child again: PID and start time."""
+        return {"pid": self.pid, "started": self.started}
+
+    def adopt(self, saved: Mapping[str, Any] | None) -> None:
+        """Take a stored identity (see :meth:`identity`)."""
+        if saved:
+            self.pid = saved.get("pid")
+            self.started = saved.get("started")
 
 
-def _alive(pid: int | None, command: Sequence[str]) -> bool:
-    """Whether ``pid`` is still the process we started (same command line)."""
-    if not pid:
+def _process_start(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _alive(child: ChildSpec) -> bool:
+    """Whether ``child.pid`` is still the process that was started for it."""
+    if not child.pid or child.started is None:
         return False
     try:
-        proc = psutil.Process(pid)
+        proc = psutil.Process(child.pid)
         return (
             proc.is_running()
             and proc.status() != psutil.STATUS_ZOMBIE
-            and (proc.cmdline()[-len(command) :] == list(command)[-len(command) :])
+            and abs(proc.create_time() - child.started) < 0.01
+            and proc.cmdline() == list(child.command)
         )
     except psutil.Error:
         return False
 
 
-class Supervisor:
-    """Starts, adopts and restarts the rollout's child processes."""
+def _session_alive(sid: int) -> bool:
+    """Whether any process still belongs to session ``sid`` (a child's orphaned workers)."""
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) == sid:
+                return True
+        except OSError:
+            continue
+    return False
 
-    def __init__(self, children: list[ChildSpec], log_dir: Path) -> None:
+
+class Supervisor:
+    """Starts, adopts and restarts the rollout's child processes.
+
+    ``on_change`` runs after every (re)start, so the store always knows every child that is
+    running: a controller killed right after restarting one leaves nothing its successor
+    cannot find and stop.
+    """
+
+    def __init__(
+        self,
+        children: list[ChildSpec],
+        log_dir: Path,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.children = {c.name: c for c in children}
         self.log_dir = log_dir
+        self.on_change = on_change
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def identities(self) -> dict[str, dict[str, Any]]:
+        """Every child's identity, for the store."""
+        return {name: child.identity() for name, child in self.children.items()}
 
     def ensure(self, name: str) -> bool:
         """Start the child unless it is already running; True when it was (re)started."""
         child = self.children[name]
         if child.name in self._procs and self._procs[child.name].poll() is None:
             return False
-        if child.name not in self._procs and _alive(child.pid, child.command):
+        if child.name not in self._procs and _alive(child):
             return False  # adopted from a previous controller
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{child.name}.log"
@@ -108,20 +148,31 @@ class Supervisor:
             )
         self._procs[child.name] = proc
         child.pid = proc.pid
+        child.started = _process_start(proc.pid)
         child.log_path = str(log_path)
+        if self.on_change is not None:
+            self.on_change()
         logger.info("started %s (pid %d): %s", child.name, proc.pid, " ".join(child.command))
         return True
 
     def wait_healthy(self, name: str, timeout: float = 120.0) -> None:
-        """Block until the child answers its health path (or fail with its log tail)."""
+        """Block until the child answers its health path (or fail with its log tail).
+
+        Only while the child itself is alive: an answer from the port after the child has
+        exited (another server bound there) is not health.
+        """
         child = self.children[name]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            proc = self._procs.get(name)
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+            if not self.running(name):
+                proc = self._procs.get(name)
+                code = proc.returncode if proc is not None else "?"
+                raise RuntimeError(f"{name} exited with {code}:\n{self.log_tail(name)}")
             try:
-                if httpx.get(child.url + child.health_path, timeout=1.0).status_code == 200:
+                resp = httpx.get(
+                    child.url + child.health_path, headers=child.health_headers, timeout=1.0
+                )
+                if resp.status_code == 200 and self.running(name):
                     return
             except httpx.HTTPError:
                 pass
@@ -130,9 +181,7 @@ class Supervisor:
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines a child printed."""
-        path = self.children[name].log_path
-        if not path:
-            return ""
+        path = self.children[name].log_path or str(self.log_dir / f"{name}.log")
         try:
             return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
         except OSError:
@@ -143,12 +192,20 @@ class Supervisor:
         proc = self._procs.get(name)
         if proc is not None:
             return proc.poll() is None
-        child = self.children[name]
-        return _alive(child.pid, child.command)
+        return _alive(self.children[name])
 
     def stop_all(self, timeout: float = 15.0) -> None:
-        """SIGTERM every child's process group, then SIGKILL what is left."""
-        pids = [c.pid for c in self.children.values() if c.pid]
+        """SIGTERM every child's process group, then SIGKILL what is left.
+
+        Each child was started as the leader of its own session, so its workers are found by
+        that session even when the leader itself died; a reused PID that leads no such session
+        is left alone.
+        """
+        pids = [
+            c.pid
+            for c in self.children.values()
+            if c.pid and (c.name in self._procs or _alive(c) or _session_alive(c.pid))
+        ]
         for pid in pids:
             try:
                 os.killpg(pid, signal.SIGTERM)
@@ -172,6 +229,10 @@ class Supervisor:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        if self.on_change is not None:
+            for child in self.children.values():
+                child.pid = child.started = None
+            self.on_change()
 
 
 class RouterClient:
@@ -374,6 +435,9 @@ def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
             router_env,
             f"http://{dep.admin_host}:{dep.admin_port}",
             "/api/health",
+            health_headers={"Authorization": f"Bearer {dep.admin_token}"}
+            if dep.admin_token
+            else {},
         )
     )
     return children

@@ -197,9 +197,14 @@ class RolloutSpec:
         return spec
 
     @classmethod
-    def load(cls, path: Path | None, overrides: dict[str, Any] | None = None) -> RolloutSpec:
-        """Defaults, then ``rollout.yaml``, then flag overrides."""
-        doc: dict[str, Any] = {}
+    def load(
+        cls,
+        path: Path | None,
+        overrides: dict[str, Any] | None = None,
+        base: dict[str, Any] | None = None,
+    ) -> RolloutSpec:
+        """Defaults (or ``base``, a recorded spec), then ``rollout.yaml``, then flag overrides."""
+        doc: dict[str, Any] = dict(base or {})
         if path is not None:
             try:
                 loaded = yaml.safe_load(path.read_text()) or {}

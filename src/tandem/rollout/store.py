@@ -14,11 +14,17 @@ Tables (schema version 1):
 
 A decision and the status it produces are written in one transaction *before* the router is
 told the new weight, so a weight is never applied without first being recorded.
+
+The file is created readable by its owner only (SQLite gives its WAL files the same mode), and
+one controller at a time holds :class:`StateLock` on it.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -70,6 +76,8 @@ class RolloutStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 before SQLite opens it: the state holds deployment details and commands.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         self._conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -219,3 +227,55 @@ class RolloutStore:
     def mark_handled(self, seq: int) -> None:
         """Mark a command as handled."""
         self._conn.execute("UPDATE commands SET handled_at = ? WHERE seq = ?", (time.time(), seq))
+
+
+class StateLocked(Exception):
+    """Another live controller holds the state file."""
+
+
+class StateLock:
+    """An exclusive, advisory lock on a rollout's state, held for a controller's lifetime.
+
+    ``flock`` on ``<state>.lock``: the kernel drops it when the holder exits, however it exits
+    (SIGKILL included), so a stale lock never blocks a restart. The holder's PID is written
+    into the file so a refused start can name it.
+    """
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.path = state.with_name(state.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`StateLocked` naming the holder's PID."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise StateLocked(
+                    f"another controller (PID {holder}) is running the rollout in "
+                    f"{self.state}; stop it first, or use `tandem rollout "
+                    "status|pause|resume|abort|promote` to talk to it"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (also done by the kernel when the process exits)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
