@@ -14,8 +14,9 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.cgroups import memory_cgroup, remove
 from tests.conformance_cases import MODELS
-from tests.support import SERVER_TYPES, ServerProcess
+from tests.support import SERVER_TYPES, ServerProcess, fixture_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -151,11 +152,18 @@ def _wait(predicate, timeout: float = 30.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def _counter(server: ServerProcess, name: str, framework: str) -> float | None:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    return _samples(text).get((name, (("server_type", framework),)))
+
+
 @pytest.mark.parametrize("server_type", ["gunicorn", "fastapi"])
-def test_sigkilled_worker_is_counted_logged_and_replaced(tmp_path: Path, server_type: str) -> None:
+def test_sigkilled_worker_is_a_kill_not_an_oom_kill(tmp_path: Path, server_type: str) -> None:
+    """A ``kill -9`` with no sign of the OOM killer is counted as a kill, and with
+    ``DRUM_EXIT_ON_OOM`` set the server keeps serving (issue 13, defect 8)."""
     spec = MODELS["regression"]
     code_dir = spec.build(tmp_path)
-    env = {"MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2"}
+    env = {"MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2", "DRUM_EXIT_ON_OOM": "true"}
     with ServerProcess(code_dir, server_type, args=list(spec.args), env=env) as server:
         _wait(lambda: len(_workers(server)) == 2)
         _traffic(server.url)
@@ -164,21 +172,16 @@ def test_sigkilled_worker_is_counted_logged_and_replaced(tmp_path: Path, server_
         os.kill(victim, signal.SIGKILL)
         _wait(lambda: len(_workers(server)) == 2 and victim not in _workers(server))
         framework = "fastapi" if server_type == "fastapi" else "flask"
-        _wait(
-            lambda: (
-                _samples(httpx.get(server.url + "/metrics", timeout=10).text).get(
-                    ("drum_oom_kills_total", (("server_type", framework),))
-                )
-                == 1
-            )
-        )
+        _wait(lambda: _counter(server, "drum_worker_kills_total", framework) == 1)
+        assert _counter(server, "drum_oom_kills_total", framework) == 0
         stats = httpx.get(server.url + "/stats/", timeout=10).json()
-        assert stats["worker_info"]["oom_kills"] == 1
+        assert stats["worker_info"]["oom_kills"] == 0
+        assert stats["worker_info"]["worker_kills"] == 1
         assert stats["worker_info"]["worker_restarts"] == 1
         assert victim not in [w["pid"] for w in stats["worker_info"]["workers"]]
-        logs = server.logs()
-        line = next(ln for ln in logs.splitlines() if f"Worker {victim}" in ln)
-        assert "out of memory" in line and "last RSS" in line and "MiB" in line
+        line = next(ln for ln in server.logs().splitlines() if f"Worker {victim}" in ln)
+        assert "no sign of the OOM killer" in line and "last RSS" in line and "MiB" in line
+        assert server.proc is not None and server.proc.poll() is None
         # The replacement serves.
         for _ in range(6):
             r = httpx.post(
@@ -190,21 +193,60 @@ def test_sigkilled_worker_is_counted_logged_and_replaced(tmp_path: Path, server_
             assert r.status_code == 200
 
 
-@pytest.mark.parametrize("server_type", ["gunicorn", "fastapi"])
-def test_exit_on_oom_stops_the_server_non_zero(tmp_path: Path, server_type: str) -> None:
-    spec = MODELS["regression"]
-    code_dir = spec.build(tmp_path)
-    env = {"MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2", "DRUM_EXIT_ON_OOM": "true"}
-    server = ServerProcess(code_dir, server_type, args=list(spec.args), env=env).start()
+def _oom_server(tmp_path: Path, server_type: str, group: Path, **env: str) -> ServerProcess:
+    code_dir = fixture_dir("oom_on_demand", tmp_path)
+    full_env = {
+        "MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2",
+        "TANDEM_TEST_OOM_CGROUP": str(group),
+        **env,
+    }
+    return ServerProcess(code_dir, server_type, args=["--target-type", "regression"], env=full_env)
+
+
+def _boom(server: ServerProcess) -> None:
     try:
-        _wait(lambda: len(_workers(server)) == 2)
-        os.kill(_workers(server)[0], signal.SIGKILL)
-        assert server.proc is not None
-        code = server.proc.wait(timeout=60)
-        assert code == 137, server.logs()
-        assert "DRUM_EXIT_ON_OOM" in server.logs()
+        httpx.post(
+            server.url + "/predict/",
+            content=b"a,boom\n1,2\n",
+            headers={"Content-Type": "text/csv"},
+            timeout=30,
+        )
+    except httpx.HTTPError:
+        pass  # the worker died under the request
+
+
+@pytest.mark.parametrize("server_type", ["gunicorn", "fastapi"])
+def test_real_oom_kill_is_counted_replaced_and_exit_on_oom_stops(
+    tmp_path: Path, server_type: str
+) -> None:
+    group = memory_cgroup(64 * 1024 * 1024)
+    try:
+        with _oom_server(tmp_path / "count", server_type, group) as server:
+            _wait(lambda: len(_workers(server)) == 2)
+            time.sleep(1.5)
+            _boom(server)
+            framework = "fastapi" if server_type == "fastapi" else "flask"
+            _wait(lambda: _counter(server, "drum_oom_kills_total", framework) == 1)
+            assert _counter(server, "drum_worker_kills_total", framework) == 0
+            _wait(lambda: len(_workers(server)) == 2)
+            assert "out of memory" in server.logs()
+            r = httpx.post(
+                server.url + "/predict/", content=CSV, headers={"Content-Type": "text/csv"}
+            )
+            assert r.status_code == 200
+        server = _oom_server(tmp_path / "exit", server_type, group, DRUM_EXIT_ON_OOM="true")
+        server.start()
+        try:
+            _wait(lambda: len(_workers(server)) == 2)
+            _boom(server)
+            assert server.proc is not None
+            code = server.proc.wait(timeout=60)
+            assert code == 137, server.logs()
+            assert "DRUM_EXIT_ON_OOM" in server.logs()
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        remove(group)
 
 
 def test_access_log_has_one_format_on_every_stack(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cgroups import memory_cgroup, remove
 from tests.rollout.harness import FAST_SPEC, Load, NotifyReceiver, Rollout
 
 pytestmark = pytest.mark.e2e
@@ -77,9 +78,16 @@ def test_faulty_candidate_is_rolled_back_by_the_right_rule(
     tmp_path: Path, fault: str, rule: str, spec: dict | None
 ) -> None:
     hook = NotifyReceiver()
-    rollout, load = _run_until_rolled_back(
-        tmp_path, fault, spec=spec, extra_args=["--notify-url", hook.url]
-    )
+    # A real OOM kill: the candidate's worker runs past a small memory cgroup's limit.
+    group = memory_cgroup(64 * 1024 * 1024) if fault == "oom" else None
+    env = {"TANDEM_TEST_OOM_CGROUP": str(group)} if group else None
+    try:
+        rollout, load = _run_until_rolled_back(
+            tmp_path, fault, env=env, spec=spec, extra_args=["--notify-url", hook.url]
+        )
+    finally:
+        if group is not None:
+            remove(group)
     try:
         status = rollout.status()
         assert status is not None and status.rollback_rule == rule, _rules(rollout)

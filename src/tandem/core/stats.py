@@ -117,6 +117,7 @@ def stats_document(timing: dict[str, Any]) -> dict[str, Any]:
         "time_info": {"run_predictor_total": timing},
         "worker_info": {
             "oom_kills": events["oom_kills"],
+            "worker_kills": events["worker_kills"],
             "worker_restarts": events["worker_restarts"],
             "workers": worker_rows,
         },

@@ -93,11 +93,18 @@ class ServerCollector(Collector):
         yield restarts
         ooms = CounterMetricFamily(
             "drum_oom_kills",
-            "Worker processes killed by SIGKILL (OOM) since start.",
+            "Worker processes the kernel's OOM killer killed since start (on its evidence).",
             labels=["server_type"],
         )
         ooms.add_metric([self.server_type], events["oom_kills"])
         yield ooms
+        kills = CounterMetricFamily(
+            "drum_worker_kills",
+            "Worker processes killed by SIGKILL with no sign of the OOM killer since start.",
+            labels=["server_type"],
+        )
+        kills.add_metric([self.server_type], events["worker_kills"])
+        yield kills
         info = InfoMetricFamily("drum_model", "The model being served.")
         info.add_metric([], self.model_info)
         yield info

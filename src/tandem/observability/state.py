@@ -74,10 +74,17 @@ class WorkerExit:
     detail: str
     clean: bool = False
     """Shut down on purpose (graceful stop, max-requests recycling): not counted."""
+    oom: bool = False
+    """Killed by the kernel's OOM killer, on its evidence (see ``observability.oom``)."""
+
+
+#: The counters ``events.json`` keeps: every unplanned worker exit is a restart; a SIGKILL is an
+#: OOM kill only on the kernel's evidence, otherwise a plain kill.
+EVENT_COUNTS = ("worker_restarts", "oom_kills", "worker_kills")
 
 
 class Events:
-    """Worker restarts and OOM kills since start (``events.json``, written by the supervisor)."""
+    """Worker restarts, OOM kills and other kills since start (``events.json``, supervisor-side)."""
 
     def __init__(self, root: Path | None) -> None:
         self.path = root / "events.json" if root else None
@@ -85,23 +92,22 @@ class Events:
 
     def read(self) -> dict[str, int]:
         """Current counts; zeros when nothing happened (or no state dir)."""
-        if self.path is None:
-            return {"worker_restarts": 0, "oom_kills": 0}
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        return {
-            "worker_restarts": int(data.get("worker_restarts", 0)),
-            "oom_kills": int(data.get("oom_kills", 0)),
-        }
+        data: dict[str, Any] = {}
+        if self.path is not None:
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                data = {}
+        return {key: int(data.get(key, 0)) for key in EVENT_COUNTS}
 
     def record(self, exit_: WorkerExit, restarted: bool) -> dict[str, int]:
         """Count one worker exit (supervisor side) and return the new counts."""
         with self._lock:
             counts = self.read()
-            if exit_.killed:
+            if exit_.oom:
                 counts["oom_kills"] += 1
+            elif exit_.killed:
+                counts["worker_kills"] += 1
             if restarted:
                 counts["worker_restarts"] += 1
             if self.path is not None:

@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Any
 
+from tandem.observability.oom import witness
 from tandem.observability.state import prepare_state_dir
 from tandem.runtime_params import Params
 from tandem.servers.extensions import check_extensions
@@ -34,6 +35,8 @@ def serve(settings: ServeSettings) -> int:
     check_extensions(settings)
     # Before anything imports prometheus_client: it picks multi-process mode at import time.
     prepare_state_dir()
+    # The OOM-kill counter's value now: kills from before this server are not its workers'.
+    witness()
     server_type = settings.server.server_type
     if server_type == "flask":
         if settings.workers > 1:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tandem.observability.metrics import mark_worker_dead
+from tandem.observability.oom import witness
 from tandem.observability.state import Events, Heartbeat, WorkerExit, last_rss, state_dir
 from tandem.servers.connections import ConnectionBoard, take_seat
 
@@ -38,13 +39,19 @@ def start_heartbeat() -> Heartbeat | None:
 
 
 def classify_exit(pid: int, status: int | None) -> WorkerExit:
-    """Describe a worker's exit from its wait status (None when unknown, as under Gunicorn)."""
+    """Describe a worker's exit from its wait status (None when unknown, as under Gunicorn).
+
+    A SIGKILL is an OOM kill only on the kernel's evidence (:mod:`tandem.observability.oom`).
+    """
     root = state_dir()
     rss = last_rss(root, pid)
     if status is not None and os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        return WorkerExit(pid, sig == signal.SIGKILL, rss, f"killed by {name}")
+        killed = sig == signal.SIGKILL
+        oom = killed and witness().was_oom(pid)
+        detail = "OOM-killed by the kernel" if oom else f"killed by {name}"
+        return WorkerExit(pid, killed, rss, detail, oom=oom)
     if status is not None and os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
         return WorkerExit(pid, False, rss, f"exited with status {code}", clean=code == 0)
@@ -52,6 +59,8 @@ def classify_exit(pid: int, status: int | None) -> WorkerExit:
     # did not shut down cleanly, which for a sync worker means it was SIGKILLed.
     killed = rss is not None
     if killed:
+        if witness().was_oom(pid):
+            return WorkerExit(pid, True, rss, "OOM-killed by the kernel", oom=True)
         return WorkerExit(pid, True, rss, "killed (no clean shutdown)")
     return WorkerExit(pid, False, rss, "exited", clean=True)
 
@@ -63,9 +72,9 @@ def report_exit(exit_: WorkerExit, restarting: bool) -> bool:
         return False
     counts = Events(state_dir()).record(exit_, restarted=restarting)
     rss_mb = f"{exit_.last_rss / 1048576:.1f} MiB" if exit_.last_rss is not None else "unknown"
-    if exit_.killed:
+    if exit_.oom:
         logger.error(
-            "Worker %d was %s (likely out of memory); last RSS %s; OOM kills so far: %d",
+            "Worker %d was %s (out of memory); last RSS %s; OOM kills so far: %d",
             exit_.pid,
             exit_.detail,
             rss_mb,
@@ -78,6 +87,15 @@ def report_exit(exit_: WorkerExit, restarting: bool) -> bool:
                 "DRUM_EXIT_ON_OOM is set: stopping the server with status %d", OOM_EXIT_STATUS
             )
             return True
+    elif exit_.killed:
+        logger.error(
+            "Worker %d was %s, with no sign of the OOM killer (counted as a kill, not an OOM "
+            "kill); last RSS %s; kills so far: %d",
+            exit_.pid,
+            exit_.detail,
+            rss_mb,
+            counts["worker_kills"],
+        )
     else:
         logger.error("Worker %d %s; last RSS %s", exit_.pid, exit_.detail, rss_mb)
     return False
