@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -126,3 +127,24 @@ def test_declared_length_over_the_limit_answers_413(server: ServerProcess) -> No
     )
     assert answer.status == 413
     assert json.loads(answer.body) == TOO_LARGE
+
+
+def test_error_for_a_large_malformed_body_quotes_only_its_start(server: ServerProcess) -> None:
+    """Issue 13 defect 6: the parse error echoed the whole body, in the answer and the log."""
+    data = b"a,b,c\n" + ROW * 70_000 + b"1,2,3,4,5\n"  # ~840 KB; the last row has 5 fields
+    r = httpx.post(server.url + "/predict/", content=data, headers=CSV_HEADERS, timeout=30)
+    assert r.status_code == 500  # DRUM's status for a CSV pandas cannot parse
+    text = r.json()["message"]
+    assert text.startswith("ERROR: Pandas failed to read input binary data b'a,b,c\\n1.5,2.25")
+    assert text.endswith(f"... ({len(data)} bytes in all)")
+    assert len(r.content) < 1000
+    time.sleep(0.5)
+    longest = max(len(line) for line in server.logs().splitlines())
+    assert longest < 3000
+
+
+def test_small_malformed_body_is_quoted_whole_as_drum_does(server: ServerProcess) -> None:
+    data = b"a,b\n1,2\n1,2,3\n"
+    r = httpx.post(server.url + "/predict/", content=data, headers=CSV_HEADERS, timeout=30)
+    assert r.status_code == 500
+    assert r.json() == {"message": f"ERROR: Pandas failed to read input binary data {data!r}"}

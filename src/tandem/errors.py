@@ -39,12 +39,32 @@ class ModelLoadError(TandemError):
     """The code dir could not be loaded into a servable model."""
 
 
+#: Longest error message a client (or the log) gets; past it the text is cut, since messages
+#: that quote the input (pandas' parse errors, a model's exception) can be as large as it.
+MAX_MESSAGE_CHARS = 2000
+
+
+def capped(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text``, cut to ``limit`` characters with a note saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters not shown)"
+
+
+def echo(data: bytes, limit: int = 256) -> str:
+    """How an error message quotes request bytes: DRUM's ``repr``, of the first ``limit``."""
+    if len(data) <= limit:
+        return repr(data)
+    return f"{data[:limit]!r}... ({len(data)} bytes in all)"
+
+
 class RequestError(TandemError):
     """An error tied to one request. ``status`` is the HTTP status it is answered with."""
 
     status = 500
 
     def __init__(self, message: str) -> None:
+        message = capped(message)
         super().__init__(message)
         self.message = message
 

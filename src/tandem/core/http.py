@@ -16,6 +16,7 @@ from tandem.errors import (
     QueryKeyError,
     RequestError,
     SchemaValidationError,
+    capped,
 )
 from tandem.version import DRUM_COMPAT_VERSION
 
@@ -152,7 +153,7 @@ def error_response(exc: BaseException) -> Response:
         )
     if isinstance(exc, RequestError):
         return message(f"ERROR: {exc.message}", exc.status)
-    return message(f"ERROR: {exc}", 500)
+    return message(capped(f"ERROR: {exc}"), 500)
 
 
 def standard_headers(request_id: str) -> list[tuple[str, str]]:

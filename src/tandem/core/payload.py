@@ -12,7 +12,7 @@ import pandas as pd
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from tandem.errors import ModelError
+from tandem.errors import ModelError, echo
 
 CSV_MIMETYPES = frozenset({"", "text/csv", "text/plain"})
 MTX_MIMETYPE = "text/mtx"
@@ -229,5 +229,5 @@ def read_dataframe(
     except pd.errors.EmptyDataError as exc:
         raise ModelError(str(exc)) from None
     except pd.errors.ParserError:
-        raise ModelError(f"Pandas failed to read input binary data {data!r}") from None
+        raise ModelError(f"Pandas failed to read input binary data {echo(data)}") from None
     return df
