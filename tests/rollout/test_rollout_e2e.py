@@ -69,6 +69,7 @@ LEAK_ONLY = {**FAST_SPEC, "triggers": {**FAST_SPEC["triggers"], "memory_increase
     ("fault", "rule", "spec"),
     [
         ("errors", "immediate.error_rate", None),
+        ("one_error", "shadow.failure", None),
         ("last_digit", "immediate.prediction_difference", None),
         ("oom", "immediate.oom", None),
         ("leak", "immediate.memory_leak", LEAK_ONLY),
@@ -124,6 +125,21 @@ def test_deadlocked_candidate_is_rolled_back(tmp_path: Path) -> None:
         load.stop()
         rollout.stop()
     assert load.error_rate < 0.01, (load.statuses, load.failures)
+
+
+def test_errors_that_start_in_canary_are_rolled_back_by_the_error_rate(tmp_path: Path) -> None:
+    """Shadow passes on a healthy candidate; 5 % errors once it serves trip the 1 % trigger."""
+    rollout = Rollout(tmp_path, fault="errors", env={"ROLLOUT_FAULT_FLAG": "1"}).start()
+    load = Load(rollout.url).start()
+    try:
+        rollout.wait_phase({"canary"}, timeout=60)
+        (rollout.code_dir / "fault.flag").write_text("errors")
+        status = rollout.wait_phase({"rolled_back"}, timeout=90)
+        assert status.rollback_rule == "immediate.error_rate", _rules(rollout)
+        assert "shadow.passed" in _rules(rollout)
+    finally:
+        load.stop()
+        rollout.stop()
 
 
 def test_slow_candidate_is_reduced_through_the_table(tmp_path: Path) -> None:

@@ -289,6 +289,7 @@ class Snapshot:
     mirror_compared: int
     mirror_differences: int
     first_difference: str
+    mirror_failures: int = 0
 
 
 def parse_router_stats(doc: Mapping[str, Any], at: float) -> Snapshot:
@@ -337,6 +338,7 @@ def parse_router_stats(doc: Mapping[str, Any], at: float) -> Snapshot:
         int(mirror.get("compared", 0)),
         int(mirror.get("differing", 0)),
         first[:400],
+        int(mirror.get("candidate_failed", 0)) + int(mirror.get("failed", 0)),
     )
 
 
@@ -616,6 +618,7 @@ class Controller:
             candidate_last_ping=self.last_ping,
             mirror_compared=snap.mirror_compared,
             mirror_differences=snap.mirror_differences,
+            mirror_failures=snap.mirror_failures,
             first_difference=snap.first_difference,
         )
 
@@ -775,7 +778,11 @@ def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:
         "reason": decision.reason,
         "baseline": side(obs.baseline, obs.baseline_rss),
         "candidate": side(obs.candidate, obs.candidate_rss),
-        "mirror": {"compared": obs.mirror_compared, "differences": obs.mirror_differences},
+        "mirror": {
+            "compared": obs.mirror_compared,
+            "differences": obs.mirror_differences,
+            "failures": obs.mirror_failures,
+        },
         "candidate_oom_kills": obs.candidate_oom_kills,
         "ping_age_s": None
         if obs.candidate_last_ping is None

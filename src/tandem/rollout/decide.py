@@ -12,6 +12,8 @@ No clock, no I/O: the controller passes ``now`` in the observations. Rules, firs
    still triggered → reduce again (0 % is a rollback), cleared → hold for ``resume``;
 5. shadow → first step, and step → next step (or promotion at 100 %), when the step's hold time
    has passed and its criteria hold on enough evidence; otherwise hold, saying what is missing.
+   Shadow fails (a rollback, rule ``shadow.failure``) on any mirrored request the candidate
+   failed where the baseline answered: the plan asks for 100 % match.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Observations:
     mirror_compared: int = 0
     mirror_differences: int = 0
     """Mirrored responses that differed from the baseline's, since the rollout started."""
+    mirror_failures: int = 0
+    """Mirrored requests the candidate failed (5xx where the baseline did not, no answer)."""
     first_difference: str = ""
 
 
@@ -405,6 +409,18 @@ def _shadow(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Deci
         "elapsed_s": round(elapsed, 3),
         "mirror_compared": obs.mirror_compared,
     }
+    numbers["mirror_failures"] = obs.mirror_failures
+    if obs.mirror_failures > 0:
+        # The plan's shadow criterion is 100 % match with error answers identical: one
+        # mirrored failure is a failed shadow, however few requests were compared.
+        return _rollback(
+            status,
+            now,
+            "shadow.failure",
+            f"the candidate failed {obs.mirror_failures} mirrored request(s) the baseline "
+            f"answered ({obs.mirror_compared} compared)",
+            numbers,
+        )
     if elapsed < spec.shadow_duration:
         return Decision(
             status,
