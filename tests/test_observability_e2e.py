@@ -298,3 +298,35 @@ def test_json_logging_makes_every_line_json(tmp_path: Path) -> None:
     finally:
         for server in servers.values():
             server.stop()
+
+
+@pytest.mark.parametrize("server_type", ["gunicorn", "fastapi"])
+def test_a_hook_exiting_with_status_3_fails_one_worker_not_the_server(
+    tmp_path: Path, server_type: str
+) -> None:
+    """Gunicorn read a booted worker's exit status 3 as "failed to boot" and stopped the whole
+    server (issue 13, defect 7)."""
+    code_dir = fixture_dir("exit_on_demand", tmp_path)
+    env = {"MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2"}
+    with ServerProcess(code_dir, server_type, args=["--target-type", "regression"], env=env) as srv:
+        _wait(lambda: len(_workers(srv)) == 2)
+        for column in ("hard_exit", "exit", "hard_exit"):
+            try:
+                httpx.post(
+                    srv.url + "/predict/",
+                    content=f"a,{column}\n1,2\n".encode(),
+                    headers={"Content-Type": "text/csv"},
+                    timeout=30,
+                )
+            except httpx.HTTPError:
+                pass  # the worker ended under the request
+            time.sleep(0.5)
+            assert srv.proc is not None and srv.proc.poll() is None, srv.logs()
+            _wait(lambda: len(_workers(srv)) == 2)
+        framework = "fastapi" if server_type == "fastapi" else "flask"
+        _wait(lambda: (_counter(srv, "drum_worker_restarts_total", framework) or 0) >= 2)
+        assert _counter(srv, "drum_oom_kills_total", framework) == 0
+        assert _counter(srv, "drum_worker_kills_total", framework) == 0
+        assert "exited with status 3" in srv.logs()
+        r = httpx.post(srv.url + "/predict/", content=CSV, headers={"Content-Type": "text/csv"})
+        assert r.status_code == 200

@@ -102,7 +102,45 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     return 0
 
 
+class _ReapedStatuses:
+    """The wait status of every child Gunicorn's arbiter reaps, for ``child_exit``.
+
+    Gunicorn calls ``child_exit`` without the status, so an OOM kill, a ``kill -9`` and a hook's
+    ``os._exit(3)`` would look alike. The arbiter module's ``os`` is replaced by this proxy,
+    which records what ``waitpid`` returns and forwards everything else.
+    """
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+
+    def install(self, module: Any) -> None:
+        """Stand in for ``os`` in Gunicorn's arbiter module (fails loudly if it changed)."""
+        if getattr(module, "os", None) is not os:
+            import gunicorn
+
+            raise RuntimeError(
+                f"gunicorn {gunicorn.__version__}: its arbiter no longer reaps workers through "
+                "os.waitpid as Tandem expects; pin gunicorn to a tested version"
+            )
+        module.os = self
+
+    def waitpid(self, pid: int, options: int) -> tuple[int, int]:
+        """``os.waitpid``, remembering each reaped child's status."""
+        wpid, status = os.waitpid(pid, options)
+        if wpid:
+            self.statuses[wpid] = status
+        return wpid, status
+
+    def pop(self, pid: int) -> int | None:
+        """The status ``pid`` exited with, once."""
+        return self.statuses.pop(pid, None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
 def _serve_gunicorn(settings: ServeSettings) -> int:
+    from gunicorn import arbiter as gunicorn_arbiter
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
@@ -135,9 +173,24 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         if beat is not None:
             beat.stop(clean=True)
 
+    reaped = _ReapedStatuses()
+    reaped.install(gunicorn_arbiter)
+
     def child_exit(server: Any, worker: Any) -> None:
-        if report_exit(classify_exit(worker.pid, None), restarting=True):
+        if report_exit(classify_exit(worker.pid, reaped.pop(worker.pid)), restarting=True):
             server.halt(reason="a worker was OOM-killed", exit_status=OOM_EXIT_STATUS)
+
+    class _Arbiter(gunicorn_arbiter.Arbiter):  # type: ignore[misc]
+        """Gunicorn's arbiter, with boot-failure exit statuses that model code does not use.
+
+        Gunicorn stops the whole server when a worker exits with 3 ("failed to boot") or 4
+        ("app failed to load"), which is also what a booted worker does when a hook calls
+        ``sys.exit(3)``. Workers fail to boot with these statuses instead, so any exit after
+        start-up is one worker's failure: replaced, logged and counted.
+        """
+
+        WORKER_BOOT_ERROR = 213
+        APP_LOAD_ERROR = 214
 
     options: dict[str, Any] = {
         "bind": f"{settings.host}:{settings.port}",
@@ -168,7 +221,11 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
             return app
 
     start_log.info(startup_line(settings))
-    _Application().run()
+    try:
+        _Arbiter(_Application()).run()
+    except RuntimeError as exc:  # what BaseApplication.run does with Gunicorn's own errors
+        start_log.error("Error: %s", exc)
+        return 1
     return 0
 
 
