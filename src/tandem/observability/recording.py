@@ -43,6 +43,7 @@ import orjson
 
 from tandem.core.http import Headers, QueryDict, Request, Response
 from tandem.core.routes import Route, template_for
+from tandem.observability.redact import configured_names, redacted_values
 
 if TYPE_CHECKING:
     from tandem.settings import ServeSettings
@@ -201,6 +202,8 @@ class RecordingConfig:
     """Bodies larger than this are not stored (the record says so and keeps the size)."""
     exclude_headers: tuple[str, ...] = ()
     """Extra header names never recorded (``DRUM_RECORD_EXCLUDE_HEADERS``, comma-separated)."""
+    redact_query: frozenset[str] = frozenset()
+    """Extra query parameters whose values are redacted (``DRUM_REDACT_QUERY_PARAMS``)."""
 
     @classmethod
     def from_params(cls, environ: Any = None) -> RecordingConfig | None:
@@ -233,6 +236,7 @@ class RecordingConfig:
                 params.int("DRUM_RECORD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=0) or 0
             ),
             exclude_headers=tuple(h.strip() for h in exclude.split(",") if h.strip()),
+            redact_query=configured_names(environ),
         )
 
 
@@ -613,7 +617,10 @@ class Recorder:
             "endpoint": template_for(item.path, self.settings.url_prefix),
             "method": item.method,
             "path": item.path,
-            "query": {name: item.query.getlist(name) for name in item.query},
+            "query": {
+                name: redacted_values(name, item.query.getlist(name), self.config.redact_query)
+                for name in item.query
+            },
             "latency_seconds": round(item.seconds, 6),
             "request": {
                 "content_type": item.request_headers.get("Content-Type"),

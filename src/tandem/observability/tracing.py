@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from tandem.core.http import REQUEST_ID_HEADER, Request, Response
 from tandem.core.routes import Route
+from tandem.observability.redact import configured_names, redacted_pairs
 from tandem.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -91,19 +92,6 @@ TRACER_NAME = "tandem"
 #: 0.1xx traces every request once a global provider is configured) would add a second server
 #: span per request on the FastAPI stack only.
 MUTED_SCOPES = frozenset({"fastapi"})
-
-#: Query parameters whose values are replaced by ``REDACTED`` in ``url.query`` (semconv's list).
-SENSITIVE_QUERY_PARAMETERS = frozenset(
-    {
-        "AWSAccessKeyId",
-        "Signature",
-        "sig",
-        "X-Goog-Signature",
-        "X-Amz-Signature",
-        "X-Amz-Credential",
-        "X-Amz-Security-Token",
-    }
-)
 
 EXCLUDED_URLS_ENV = "OTEL_PYTHON_EXCLUDED_URLS"
 
@@ -448,13 +436,9 @@ def _host_and_port(request: Request, settings: ServeSettings) -> tuple[str, int 
     return settings.host, settings.port
 
 
-def _query_string(request: Request) -> str:
-    pairs = [
-        (name, "REDACTED" if name in SENSITIVE_QUERY_PARAMETERS else value)
-        for name in request.query
-        for value in request.query.getlist(name)
-    ]
-    return urllib.parse.urlencode(pairs)
+def _query_string(request: Request, redact: frozenset[str]) -> str:
+    pairs = [(name, value) for name in request.query for value in request.query.getlist(name)]
+    return urllib.parse.urlencode(redacted_pairs(pairs, redact))
 
 
 class Tracing:
@@ -480,6 +464,7 @@ class Tracing:
         self.processor_factory = processor_factory
         self.install_global = install_global
         self.excluded_paths = tuple(excluded_paths)
+        self.redact_query = configured_names() if processor_factory is not None else frozenset()
         self._pipeline: _Pipeline | None = None
 
     @property
@@ -623,7 +608,7 @@ class Tracing:
         }
         if port is not None:
             attributes["server.port"] = port
-        query = _query_string(request)
+        query = _query_string(request, self.redact_query)
         if query:
             attributes["url.query"] = query
         if request.client and request.client != "-":
