@@ -413,7 +413,7 @@ CASES: list[Case] = [
         "/predict/",
         b'a,b\n1,2\n3,4,5,6\n"x',
         CSV_TYPE,
-        status=500,
+        status=422,  # DRUM: 500 (README: deliberate differences)
         body_contains=("ERROR: Pandas failed to read input binary data",),
     ),
     Case(
@@ -423,7 +423,7 @@ CASES: list[Case] = [
         "/predict/",
         "é,b\n1,2\n".encode("latin-1"),
         CSV_TYPE,
-        status=500,
+        status=422,  # DRUM: 500
         body_exact=b'{"message":"ERROR: Supplied CSV input file encoding must be UTF-8."}\n',
     ),
     Case(
@@ -463,6 +463,61 @@ CASES: list[Case] = [
         b"x0,x1,x2\n0.1,0.2,0.3\n1,2,3\n",
         CSV_TYPE,
         body_contains=('"predictions":[',),
+    ),
+    # Data a served artifact's own input validation refuses is the client's fault: 422 with
+    # DRUM's text (DRUM answers 500; README lists the difference).
+    Case(
+        "predict-sk-header-only",
+        "sk_regression",
+        "POST",
+        "/predict/",
+        b"x0,x1,x2\n",
+        CSV_TYPE,
+        status=422,
+        body_exact=b'{"message":"ERROR: Failure when making predictions. Exception: '
+        b"ValueError('Found array with 0 sample(s) (shape=(0, 3)) while a minimum of 1 is "
+        b"required by Ridge.')\"}\n",
+    ),
+    Case(
+        "predict-sk-missing-column",
+        "sk_regression",
+        "POST",
+        "/predict/",
+        b"x0,x1\n1,2\n",
+        CSV_TYPE,
+        status=422,
+        body_exact=b'{"message":"ERROR: Failure when making predictions. Exception: '
+        b"ValueError('X has 2 features, but Ridge is expecting 3 features as input.')\"}\n",
+    ),
+    Case(
+        "predict-sk-nan",
+        "sk_regression",
+        "POST",
+        "/predict/",
+        b"x0,x1,x2\nnan,1,2\n",
+        CSV_TYPE,
+        status=422,
+        body_contains=("Input X contains NaN.",),
+    ),
+    Case(
+        "predict-sk-inf",
+        "sk_regression",
+        "POST",
+        "/predict/",
+        b"x0,x1,x2\ninf,1,2\n",
+        CSV_TYPE,
+        status=422,
+        body_contains=("Input X contains infinity",),
+    ),
+    Case(
+        "predict-sk-text-in-numbers",
+        "sk_regression",
+        "POST",
+        "/predict/",
+        b"x0,x1,x2\na,1,2\n",
+        CSV_TYPE,
+        status=422,
+        body_contains=("could not convert string to float",),
     ),
     Case(
         "predict-sk-binary",

@@ -643,9 +643,11 @@ def test_loaded_frame_is_what_the_predictor_sees(tmp_path: Path) -> None:
         bodies = {
             fw: c.post("/predict/", content=bad, headers=dict(CSV)) for fw, c in by_fw.items()
         }
-    assert {r.status_code for r in bodies.values()} == {500}
+    # The model refuses columns it was not fitted with: the client's data, so 422 (DRUM: 500).
+    assert {r.status_code for r in bodies.values()} == {422}
     assert len({r.content for r in bodies.values()}) == 1
     assert b"Failure when making predictions" in bodies["flask"].content
+    assert b"feature names" in bodies["flask"].content
 
 
 _FORK_CHILD = """

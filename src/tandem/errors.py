@@ -8,6 +8,8 @@
     ├── ModelLoadError         the code dir cannot be turned into a model (start-up)
     └── RequestError           something about one request; carries the HTTP status it maps to
         ├── UnprocessableInput        422 {"message": "ERROR: ..."}
+        │   └── InvalidInput          422 the client's data: unreadable, or refused by the model's
+        │                             own input validation (DRUM answers these 500)
         ├── SchemaValidationError     422 with "is_schema_validation_error": true
         ├── NotSupported              404 (chat / models on a model that has none)
         ├── BadRequest                400 {"error": ...} (DRUM's Werkzeug-style 400)
@@ -73,6 +75,16 @@ class UnprocessableInput(RequestError):
     """The request cannot be scored as sent (missing samples, unsupported format, wrong route)."""
 
     status = 422
+
+
+class InvalidInput(UnprocessableInput):
+    """The request's data is at fault: it cannot be parsed (malformed CSV or Matrix Market, not
+    UTF-8, no columns), or a served artifact's own input validation rejects it (NaN or inf where
+    the model takes none, missing columns, no rows).
+
+    DRUM answers these 500 with the same text; a 4xx keeps client garbage out of the 5xx rate
+    that the rollout's error triggers and alerts read.
+    """
 
 
 class SchemaValidationError(RequestError):

@@ -16,7 +16,7 @@ from tandem.core.payload import (
     read_dataframe,
     read_sparse_colnames,
 )
-from tandem.errors import ModelError
+from tandem.errors import InvalidInput
 
 # -- Content-Type ------------------------------------------------------------------------------
 
@@ -298,21 +298,21 @@ def test_unicode_column_names() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"\n\n", b"\n"])
 def test_empty_csv(data: bytes) -> None:
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(InvalidInput) as err:
         read_dataframe(data, "text/csv")
     assert str(err.value) == "No columns to parse from file"
 
 
 @pytest.mark.parametrize("data", [b"caf\xe9\n1\n", b"\xff\xfea,b\n"])
 def test_non_utf8_csv(data: bytes) -> None:
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(InvalidInput) as err:
         read_dataframe(data, "text/csv")
     assert str(err.value) == "Supplied CSV input file encoding must be UTF-8."
 
 
 @pytest.mark.parametrize("data", [b'a,b\n"1,2\n', b"a,b\n1,2\n3,4,5,6,7\n"])
 def test_malformed_csv(data: bytes) -> None:
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(InvalidInput) as err:
         read_dataframe(data, "text/csv")
     assert str(err.value) == f"Pandas failed to read input binary data {data!r}"
 
@@ -337,6 +337,6 @@ def test_mtx_without_colnames() -> None:
 
 @pytest.mark.parametrize("data", [b"not mtx", b"", b"a,b\n1,2\n"])
 def test_bad_mtx(data: bytes) -> None:
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(InvalidInput) as err:
         read_dataframe(data, MTX_MIMETYPE)
     assert str(err.value).startswith("Failed to read Matrix Market input: ")

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from tandem.core import artifacts, fastpath, marshal, payload
-from tandem.errors import BaseCustomUserError, ModelError, ModelLoadError
+from tandem.errors import BaseCustomUserError, InvalidInput, ModelError, ModelLoadError
 from tandem.settings import ServeSettings
 
 logger = logging.getLogger("tandem.model")
@@ -287,6 +287,11 @@ class LoadedModel:
             assert self.predictor is not None
             try:
                 raw, model_labels = self.predictor.predict(frame, self.model, self.target_type)
+            except ValueError as exc:
+                # The served artifact's own input validation (scikit-learn and the boosting
+                # libraries raise ValueError for NaN/inf, missing or extra columns, no rows):
+                # the client's data is at fault, not the model.
+                raise InvalidInput(f"Failure when making predictions. Exception: {exc!r}") from exc
             except Exception as exc:
                 raise hook_error(exc, "Failure when making predictions.") from exc
         if (

@@ -12,7 +12,7 @@ import pandas as pd
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from tandem.errors import ModelError, echo
+from tandem.errors import InvalidInput, echo
 
 CSV_MIMETYPES = frozenset({"", "text/csv", "text/plain"})
 MTX_MIMETYPE = "text/mtx"
@@ -217,7 +217,7 @@ def read_dataframe(
         try:
             matrix = mmread(io.BytesIO(data))
         except Exception as exc:
-            raise ModelError(f"Failed to read Matrix Market input: {exc}") from None
+            raise InvalidInput(f"Failed to read Matrix Market input: {exc}") from None
         return pd.DataFrame.sparse.from_spmatrix(csr_matrix(matrix), columns=sparse_colnames)
     try:
         df = pd.read_csv(io.BytesIO(data))
@@ -225,9 +225,9 @@ def read_dataframe(
             # A single-column CSV keeps blank lines as missing values (DRUM does the same).
             df = pd.read_csv(io.BytesIO(data), skip_blank_lines=False)
     except UnicodeDecodeError:
-        raise ModelError("Supplied CSV input file encoding must be UTF-8.") from None
+        raise InvalidInput("Supplied CSV input file encoding must be UTF-8.") from None
     except pd.errors.EmptyDataError as exc:
-        raise ModelError(str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     except pd.errors.ParserError:
-        raise ModelError(f"Pandas failed to read input binary data {echo(data)}") from None
+        raise InvalidInput(f"Pandas failed to read input binary data {echo(data)}") from None
     return df
