@@ -6,7 +6,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 from typing import Any
 
 from tandem.observability.oom import witness
@@ -83,7 +82,14 @@ def _load_service(settings: ServeSettings, before_fork: bool = False) -> Any:
         return PredictionService.load(settings)
 
 
+def graceful_timeout(params: Params, name: str) -> int:
+    """Seconds a stopping server waits for in-flight requests (``name``, default 30)."""
+    return params.int(name, 30, minimum=1, maximum=3600) or 30
+
+
 def _serve_werkzeug(settings: ServeSettings) -> int:
+    import threading
+
     from werkzeug.serving import make_server
 
     from tandem.servers.flask_app import create_app
@@ -91,12 +97,32 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     app = create_app(_load_service(settings))
     freeze_heap()
     server = make_server(settings.host, settings.port, app, threaded=False, processes=1)
+    grace = graceful_timeout(Params(), "DRUM_GUNICORN_GRACEFUL_TIMEOUT")
     start_log.info(startup_line(settings))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def drain(signum: int, frame: object) -> None:
+        # The handler runs between two bytecodes of whatever request is in flight: it only asks
+        # the serving loop to stop after that request, and bounds the wait.
+        start_log.info("Stopping: finishing the request in flight (at most %gs)", grace)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+        def cut_off() -> None:
+            start_log.error(
+                "A request was still running %gs after SIGTERM "
+                "(DRUM_GUNICORN_GRACEFUL_TIMEOUT): cutting it off",
+                grace,
+            )
+            logging.shutdown()
+            os._exit(1)
+
+        timer = threading.Timer(grace, cut_off)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         server.server_close()
     return 0
@@ -191,6 +217,13 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
 
         WORKER_BOOT_ERROR = 213
         APP_LOAD_ERROR = 214
+        cut_off = 0
+        """Workers still serving when the graceful timeout ran out (SIGKILLed mid-request)."""
+
+        def kill_workers(self, sig: int) -> None:
+            if sig == signal.SIGKILL and self.WORKERS:
+                self.cut_off = len(self.WORKERS)
+            super().kill_workers(sig)
 
     options: dict[str, Any] = {
         "bind": f"{settings.host}:{settings.port}",
@@ -198,9 +231,7 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         "worker_class": "sync",
         "timeout": params.int("DRUM_CLIENT_REQUEST_TIMEOUT", 120, minimum=0, maximum=3600),
         "keepalive": params.int("DRUM_GUNICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
-        "graceful_timeout": params.int(
-            "DRUM_GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=3600
-        ),
+        "graceful_timeout": graceful_timeout(params, "DRUM_GUNICORN_GRACEFUL_TIMEOUT"),
         "backlog": params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
         "max_requests": params.int("DRUM_GUNICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000),
         "loglevel": "info",
@@ -221,12 +252,23 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
             return app
 
     start_log.info(startup_line(settings))
+    arbiter = _Arbiter(_Application())
+    status = 0
     try:
-        _Arbiter(_Application()).run()
+        arbiter.run()
     except RuntimeError as exc:  # what BaseApplication.run does with Gunicorn's own errors
         start_log.error("Error: %s", exc)
         return 1
-    return 0
+    except SystemExit as exc:  # Gunicorn's halt: its exit status
+        status = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
+    if arbiter.cut_off and status == 0:
+        start_log.error(
+            "%d worker(s) were still serving when DRUM_GUNICORN_GRACEFUL_TIMEOUT ran out: "
+            "in-flight requests were cut off",
+            arbiter.cut_off,
+        )
+        return 1
+    return status
 
 
 #: ``DRUM_UVICORN_LOOP`` values, as Uvicorn's ``--loop`` takes them.
@@ -282,8 +324,6 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         sock,
         run_worker,
         board=connections.ConnectionBoard(settings.workers) if settings.workers > 1 else None,
-        graceful_timeout=float(
-            params.int("DRUM_UVICORN_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=3600) or 30
-        ),
+        graceful_timeout=graceful_timeout(params, "DRUM_UVICORN_GRACEFUL_TIMEOUT"),
     )
     return supervisor.run()

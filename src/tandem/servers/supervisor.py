@@ -206,6 +206,15 @@ class PreforkSupervisor:
                 continue
             self.children.pop(pid, None)
             mark_worker_dead(pid)
+        if self.children:
+            logger.error(
+                "%d worker(s) were still serving when DRUM_UVICORN_GRACEFUL_TIMEOUT (%gs) ran "
+                "out: in-flight requests were cut off",
+                len(self.children),
+                self.graceful_timeout,
+            )
+            if self._exit_status == 0:
+                self._exit_status = 1
         for pid in self.children:
             try:
                 os.kill(pid, signal.SIGKILL)
