@@ -15,6 +15,7 @@
         ├── BadRequest                400 {"error": ...} (DRUM's Werkzeug-style 400)
         ├── PlainBadRequest           400 {"message": ...} without the "ERROR: " prefix
         ├── PayloadTooLarge           413
+        ├── RequestTimeout            504 (the model outran DRUM_CLIENT_REQUEST_TIMEOUT)
         ├── IncompleteBody            400 (body cut short or malformed chunked framing)
         └── ModelError                500 (the model or its output is at fault)
 
@@ -115,6 +116,12 @@ class PayloadTooLarge(RequestError):
     """The request body exceeds the configured limit."""
 
     status = 413
+
+
+class RequestTimeout(RequestError):
+    """The model did not answer within ``DRUM_CLIENT_REQUEST_TIMEOUT``."""
+
+    status = 504
 
 
 class IncompleteBody(RequestError):

@@ -93,6 +93,9 @@ class ServeSettings:
     """Parsed ``model-metadata.yaml`` at start-up."""
     show_perf: bool = False
     """Collect request timings for ``/stats/``."""
+    request_timeout: float = 120.0
+    """``DRUM_CLIENT_REQUEST_TIMEOUT``: seconds a model call may take before the client gets 504
+    and the worker is replaced (0: no limit)."""
 
     @property
     def class_ordering(self) -> list[str] | None:
@@ -281,4 +284,7 @@ def build_settings(
         or DEFAULT_MAX_BODY_SIZE,
         metadata=metadata,
         show_perf=bool(cli.get("show_perf")),
+        request_timeout=float(
+            params.int("DRUM_CLIENT_REQUEST_TIMEOUT", 120, minimum=0, maximum=3600) or 0
+        ),
     )

@@ -35,6 +35,7 @@ from tandem.errors import (
     PayloadTooLarge,
     PlainBadRequest,
     RequestError,
+    RequestTimeout,
     UnprocessableInput,
 )
 from tandem.metadata import read_metadata
@@ -113,6 +114,13 @@ class PredictionService:
         self.tracing = Tracing.from_env(settings)
         self.recorder = Recorder.from_env(settings)
         self._recorded_routes = RECORDED_ROUTES
+        # Model calls in flight: thread id -> monotonic start. Read by /readyz, so a worker
+        # whose every model thread is stuck says so instead of answering "ready".
+        self._calls: dict[int, float] = {}
+        self._calls_lock = threading.Lock()
+        self.recycling = False
+        """Set by an adapter once this worker is being replaced (a model call outran the
+        request timeout): it takes no new work."""
 
     @classmethod
     def load(cls, settings: ServeSettings) -> PredictionService:
@@ -152,6 +160,8 @@ class PredictionService:
         template = template or route.paths[0]
         if route.blocking:
             self._in_progress.inc()
+            with self._calls_lock:
+                self._calls[threading.get_ident()] = time.monotonic()
         with self.tracing.request_span(request, route, template) as span:
             try:
                 if self.load_error is not None and route.error_server:
@@ -174,6 +184,8 @@ class PredictionService:
             finally:
                 if route.blocking:
                     self._in_progress.dec()
+                    with self._calls_lock:
+                        self._calls.pop(threading.get_ident(), None)
             span.finish(response)
         elapsed = time.perf_counter() - started
         if route.blocking and self.settings.show_perf:
@@ -232,6 +244,24 @@ class PredictionService:
             f"Request body is larger than the limit of {self.settings.max_body_size} bytes."
         )
 
+    def timed_out(self, request: Request, endpoint: str = "unmatched") -> Response:
+        """Answer a request whose model call outran ``DRUM_CLIENT_REQUEST_TIMEOUT`` (504)."""
+        exc = RequestTimeout(
+            f"The model did not answer within {self.settings.request_timeout:g}s "
+            "(DRUM_CLIENT_REQUEST_TIMEOUT)."
+        )
+        logger.error("Request %s %s: %s", request.method, request.path, exc.message)
+        return self.finish(request, error_response(exc), self.settings.request_timeout, endpoint)
+
+    def stuck_calls(self) -> int:
+        """Model calls running longer than the request timeout (0 when there is none)."""
+        limit = self.settings.request_timeout
+        if limit <= 0:
+            return 0
+        now = time.monotonic()
+        with self._calls_lock:
+            return sum(1 for started in self._calls.values() if now - started > limit)
+
     def body_error(
         self, request: Request, exc: RequestError, endpoint: str = "unmatched"
     ) -> Response:
@@ -262,13 +292,23 @@ class PredictionService:
         return json_response({"status": "alive"})
 
     def readyz(self, request: Request) -> Response:
-        """``/readyz``: 200 only when a model is loaded and requests can be scored."""
+        """``/readyz``: 200 only when a model is loaded and requests can be scored.
+
+        503 too while this worker is being replaced, or while every thread that runs the
+        model is stuck in a call older than ``DRUM_CLIENT_REQUEST_TIMEOUT``.
+        """
         if self.model is None:
-            return json_response(
-                {"reason": f"model failed to load: {self.load_error}", "status": "not ready"},
-                503,
+            reason = f"model failed to load: {self.load_error}"
+        elif self.recycling:
+            reason = "a model call outran DRUM_CLIENT_REQUEST_TIMEOUT; the worker is replaced"
+        elif self.stuck_calls() >= self.settings.executor_workers:
+            reason = (
+                f"every model thread is in a call older than {self.settings.request_timeout:g}s "
+                "(DRUM_CLIENT_REQUEST_TIMEOUT)"
             )
-        return json_response({"status": "ready"})
+        else:
+            return json_response({"status": "ready"})
+        return json_response({"reason": reason, "status": "not ready"}, 503)
 
     def startupz(self, request: Request) -> Response:
         """``/startupz``: start-up finished (the model is loaded)."""

@@ -81,6 +81,42 @@ async def read_asgi_body(scope: Any, receive: Any, limit: int, too_large: Reques
             raise IncompleteBody
 
 
+async def run_blocking(
+    service: PredictionService, executor: ThreadPoolExecutor, call: Any
+) -> CoreResponse | None:
+    """Run a core call in the model's thread pool, bounded by ``DRUM_CLIENT_REQUEST_TIMEOUT``.
+
+    None when the call outran it: the thread cannot be cancelled and stays stuck in the hook,
+    so the worker is recycled (:func:`recycle`) and the caller answers 504.
+    """
+    future = asyncio.get_running_loop().run_in_executor(executor, call)
+    timeout = service.settings.request_timeout
+    if timeout <= 0:
+        return await future  # type: ignore[no-any-return]
+    try:
+        return await asyncio.wait_for(future, timeout)  # type: ignore[no-any-return]
+    except TimeoutError:
+        recycle(service)
+        return None
+
+
+#: Set by the launcher in a supervised worker: stops this worker's server gracefully.
+STOP_WORKER: list[Any] = []
+
+
+def recycle(service: PredictionService) -> None:
+    """Take this worker out of service: no new connections, answers in flight finish, exit.
+
+    Its model thread is stuck, so everything queued behind it would wait for ever; the
+    supervisor replaces the worker when it exits (see ``supervisor.RECYCLE_STATUS``).
+    """
+    if service.recycling:
+        return
+    service.recycling = True
+    if STOP_WORKER:
+        STOP_WORKER[0]()
+
+
 def _core_request(request: Request, body: bytes = b"") -> CoreRequest:
     return CoreRequest(
         method=request.method,
@@ -140,7 +176,9 @@ def _endpoint(
         core = _core_request(request, body)
         if route.blocking and not service.cheap(route, core):
             call = functools.partial(service.handle, route, core, declared, **request.path_params)
-            resp = await asyncio.get_running_loop().run_in_executor(executor, call)
+            resp = await run_blocking(service, executor, call)
+            if resp is None:
+                resp = service.timed_out(core, declared)
         else:
             resp = service.handle(route, core, declared, **request.path_params)
         return _to_starlette(resp, executor)
@@ -255,7 +293,9 @@ class PredictLane:
             resp = self.service.handle(self.route, core, declared)
         else:
             call = functools.partial(self.service.handle, self.route, core, declared)
-            resp = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            resp = await run_blocking(self.service, self.executor, call)
+            if resp is None:
+                resp = self.service.timed_out(core, declared)
         if not isinstance(resp.body, bytes):
             await _to_starlette(resp, self.executor)(scope, receive, send)
             return

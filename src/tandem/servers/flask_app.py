@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
+import threading
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -128,12 +131,32 @@ def _start(resp: CoreResponse, start_response: Any) -> Any:
     return chunks
 
 
+class _Deadline(BaseException):
+    """Raised in the serving thread by SIGALRM when a request outruns the request timeout.
+
+    A BaseException, so a hook's ``except Exception`` does not turn it into a model error.
+    """
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _Deadline
+
+
+#: Set by the launcher in a Gunicorn worker: retire this worker after the current request.
+RECYCLE_WORKER: list[Any] = []
+
+
 class WholeBody:
-    """WSGI middleware, outermost on every Flask stack: nothing runs on a body not read whole.
+    """WSGI middleware, outermost on every Flask stack: nothing runs on a body not read whole,
+    and no request runs past ``DRUM_CLIENT_REQUEST_TIMEOUT``.
 
     The body is read once (:func:`read_wsgi_body`) and handed on as a complete, length-framed
     input, so Flask views, ``custom_flask.py`` code and the prediction lane all see the same
     bytes; an oversize or cut-short body is answered here through the core (413 or 400).
+
+    Flask stacks serve a request on the process's main thread (one at a time), so a timer
+    signal can interrupt a stuck hook: the client gets 504 and, under Gunicorn, the worker is
+    retired after it (the interrupted hook may have left the model half-way through a call).
     """
 
     def __init__(self, app: Any, service: PredictionService, prefix: str) -> None:
@@ -141,22 +164,54 @@ class WholeBody:
         self.service = service
         self.prefix = prefix
         self.limit = service.settings.max_body_size
+        self.timeout = service.settings.request_timeout
+        self._armed_in: int | None = None
+
+    def _arm(self) -> bool:
+        if self.timeout <= 0 or threading.current_thread() is not threading.main_thread():
+            return False
+        if self._armed_in != os.getpid():
+            signal.signal(signal.SIGALRM, _alarm)
+            self._armed_in = os.getpid()
+        signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        return True
+
+    def _answer(
+        self, environ: dict[str, Any], start_response: Any, exc: RequestError | None
+    ) -> Any:
+        path = environ.get("PATH_INFO", "")
+        request = _environ_request(environ, b"", _werkzeug_query(environ) or [])
+        endpoint = template_for(path, self.prefix)
+        if exc is None:
+            resp = self.service.timed_out(request, endpoint)
+        else:
+            resp = self.service.body_error(request, exc, endpoint)
+        return _start(resp, start_response)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if not _has_body(environ):
-            return self.app(environ, start_response)
+        if _has_body(environ):
+            try:
+                body = read_wsgi_body(environ, self.limit, self.service.body_too_large())
+            except RequestError as exc:
+                return self._answer(environ, start_response, exc)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            environ["tandem.body"] = body
+        armed = self._arm()
         try:
-            body = read_wsgi_body(environ, self.limit, self.service.body_too_large())
-        except RequestError as exc:
-            path = environ.get("PATH_INFO", "")
-            request = _environ_request(environ, b"", _werkzeug_query(environ) or [])
-            resp = self.service.body_error(request, exc, template_for(path, self.prefix))
-            return _start(resp, start_response)
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
-        environ["tandem.body"] = body
-        return self.app(environ, start_response)
+            result = self.app(environ, start_response)
+            if armed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            return result
+        except _Deadline:
+            self.service.recycling = bool(RECYCLE_WORKER)
+            if RECYCLE_WORKER:
+                RECYCLE_WORKER[0]()
+            return self._answer(environ, start_response, None)
+        finally:
+            if armed:
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 class PredictLane:

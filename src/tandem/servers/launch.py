@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 from typing import Any
 
 from tandem.observability.oom import witness
@@ -88,8 +89,6 @@ def graceful_timeout(params: Params, name: str) -> int:
 
 
 def _serve_werkzeug(settings: ServeSettings) -> int:
-    import threading
-
     from werkzeug.serving import make_server
 
     from tandem.servers.flask_app import create_app
@@ -170,9 +169,11 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
+    from tandem.servers import flask_app
     from tandem.servers.flask_app import create_app
     from tandem.servers.supervisor import (
         OOM_EXIT_STATUS,
+        RECYCLE_STATUS,
         classify_exit,
         report_exit,
         start_heartbeat,
@@ -193,11 +194,28 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
 
     def post_fork(server: Any, worker: Any) -> None:
         worker.tandem_heartbeat = start_heartbeat()
+        worker.tandem_recycled = False
+
+        def retire() -> None:
+            # A request outran DRUM_CLIENT_REQUEST_TIMEOUT and its hook was interrupted: finish
+            # this request, then exit for a fresh worker (the status says why).
+            start_log.error(
+                "Worker %d: a model call outran DRUM_CLIENT_REQUEST_TIMEOUT; replacing it",
+                os.getpid(),
+            )
+            worker.tandem_recycled = True
+            worker.alive = False
+
+        flask_app.RECYCLE_WORKER[:] = [retire]
 
     def worker_exit(server: Any, worker: Any) -> None:
         beat = getattr(worker, "tandem_heartbeat", None)
+        recycled = getattr(worker, "tandem_recycled", False)
         if beat is not None:
-            beat.stop(clean=True)
+            beat.stop(clean=not recycled)
+        if recycled:
+            logging.shutdown()
+            os._exit(RECYCLE_STATUS)
 
     reaped = _ReapedStatuses()
     reaped.install(gunicorn_arbiter)
@@ -229,7 +247,9 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         "worker_class": "sync",
-        "timeout": params.int("DRUM_CLIENT_REQUEST_TIMEOUT", 120, minimum=0, maximum=3600),
+        # Tandem answers 504 at DRUM_CLIENT_REQUEST_TIMEOUT itself; Gunicorn's own timeout is
+        # the backstop for a hook stuck where no signal reaches it (inside C code).
+        "timeout": int(settings.request_timeout) + 15 if settings.request_timeout > 0 else 0,
         "keepalive": params.int("DRUM_GUNICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
         "graceful_timeout": graceful_timeout(params, "DRUM_GUNICORN_GRACEFUL_TIMEOUT"),
         "backlog": params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
@@ -289,9 +309,9 @@ def uvicorn_loop(params: Params) -> str:
 def _serve_uvicorn(settings: ServeSettings) -> int:
     import uvicorn
 
-    from tandem.servers import connections
+    from tandem.servers import connections, fastapi_app
     from tandem.servers.fastapi_app import create_app
-    from tandem.servers.supervisor import PreforkSupervisor
+    from tandem.servers.supervisor import RECYCLE_STATUS, PreforkSupervisor
 
     params = Params()
     loop = uvicorn_loop(params)
@@ -315,8 +335,29 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
     )
     sock = config.bind_socket()
 
+    service = app.state.service
+
     def run_worker(listener: Any) -> None:
-        uvicorn.Server(config).run(sockets=[listener])
+        server = uvicorn.Server(config)
+
+        def stop_worker() -> None:
+            # A model thread is stuck: stop taking connections, let answers in flight finish
+            # (each waits at most the request timeout), and exit for a fresh worker.
+            start_log.error(
+                "Worker %d: a model call outran DRUM_CLIENT_REQUEST_TIMEOUT; replacing it",
+                os.getpid(),
+            )
+            server.should_exit = True
+            watchdog = threading.Timer(
+                service.settings.request_timeout + 10, os._exit, (RECYCLE_STATUS,)
+            )
+            watchdog.daemon = True
+            watchdog.start()
+
+        fastapi_app.STOP_WORKER[:] = [stop_worker]
+        server.run(sockets=[listener])
+        if service.recycling:
+            raise SystemExit(RECYCLE_STATUS)
 
     start_log.info(startup_line(settings))
     supervisor = PreforkSupervisor(

@@ -26,6 +26,9 @@ logger = logging.getLogger("tandem.supervisor")
 
 #: Exit status of a server stopped because a worker was OOM-killed (as if SIGKILLed itself).
 OOM_EXIT_STATUS = 137
+#: Exit status of a worker that took itself out of service because a model call outran
+#: ``DRUM_CLIENT_REQUEST_TIMEOUT`` (its thread stays stuck in the hook): replaced and counted.
+RECYCLE_STATUS = 75
 
 
 def start_heartbeat() -> Heartbeat | None:
@@ -54,6 +57,9 @@ def classify_exit(pid: int, status: int | None) -> WorkerExit:
         return WorkerExit(pid, killed, rss, detail, oom=oom)
     if status is not None and os.WIFEXITED(status):
         code = os.WEXITSTATUS(status)
+        if code == RECYCLE_STATUS:
+            detail = "was replaced: a model call outran DRUM_CLIENT_REQUEST_TIMEOUT"
+            return WorkerExit(pid, False, rss, detail)
         return WorkerExit(pid, False, rss, f"exited with status {code}", clean=code == 0)
     # Under Gunicorn the status is not available: a heartbeat file left behind means the worker
     # did not shut down cleanly, which for a sync worker means it was SIGKILLed.
