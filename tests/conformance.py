@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tandem.cli import build_parser, merge_env
+from tandem.core.http import SECURITY_HEADERS
 from tandem.settings import ServeSettings, build_settings
 from tests.conformance_cases import Case, ModelSpec
 
@@ -70,6 +71,10 @@ def check_golden(case: Case, answer: Answer, label: str) -> None:
     for name, value in case.extra.items():
         assert answer.headers.get(name) == value, f"{where}: header {name}={answer.headers}"
     assert answer.headers.get("x-drum-version"), f"{where}: no X-Drum-Version"
+    for name, value in SECURITY_HEADERS:
+        assert answer.headers.get(name.lower()) == value, f"{where}: {name}: {answer.headers}"
+    # No stack names its server (uvicorn, gunicorn, Werkzeug) in a Server header.
+    assert "server" not in {k.lower() for k in answer.headers}, f"{where}: {answer.headers}"
     assert answer.headers.get("x-request-id") == "req-conformance-1", f"{where}: request id"
     if answer.content_type == "application/json":
         json.loads(answer.body)
@@ -92,7 +97,13 @@ def check_identical(case: Case, answers: dict[str, Answer]) -> None:
         where = f"{case.id}: {first_label} vs {label}"
         assert other.status == first.status, f"{where}: {first.status} != {other.status}"
         assert other.content_type == first.content_type, where
-        for name in ("allow", "x-drum-user-http-error", "x-drum-version", "x-request-id"):
+        for name in (
+            "allow",
+            "x-drum-user-http-error",
+            "x-drum-version",
+            "x-request-id",
+            *(k.lower() for k, _ in SECURITY_HEADERS),
+        ):
             assert other.headers.get(name) == first.headers.get(name), f"{where}: {name}"
         assert comparable_body(case, other) == comparable_body(case, first), (
             f"{where}: {first.body[:300]!r} != {other.body[:300]!r}"

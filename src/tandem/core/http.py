@@ -156,6 +156,20 @@ def error_response(exc: BaseException) -> Response:
     return message(capped(f"ERROR: {exc}"), 500)
 
 
+#: Sent with every response (the migration plan's security list): the API's JSON is never to be
+#: framed, sniffed as another type, or leak its URL as a referrer.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("X-XSS-Protection", "1; mode=block"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+)
+
+
 def standard_headers(request_id: str) -> list[tuple[str, str]]:
     """Headers every response carries."""
-    return [("X-Drum-Version", DRUM_COMPAT_VERSION), (REQUEST_ID_HEADER, request_id)]
+    return [
+        ("X-Drum-Version", DRUM_COMPAT_VERSION),
+        (REQUEST_ID_HEADER, request_id),
+        *SECURITY_HEADERS,
+    ]

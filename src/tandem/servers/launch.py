@@ -89,13 +89,22 @@ def graceful_timeout(params: Params, name: str) -> int:
 
 
 def _serve_werkzeug(settings: ServeSettings) -> int:
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
 
     from tandem.servers.flask_app import create_app
 
+    class _Handler(WSGIRequestHandler):
+        """Werkzeug's handler without the ``Server: Werkzeug/... Python/...`` header."""
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() != "server":
+                super().send_header(keyword, value)
+
     app = create_app(_load_service(settings))
     freeze_heap()
-    server = make_server(settings.host, settings.port, app, threaded=False, processes=1)
+    server = make_server(
+        settings.host, settings.port, app, threaded=False, processes=1, request_handler=_Handler
+    )
     grace = graceful_timeout(Params(), "DRUM_GUNICORN_GRACEFUL_TIMEOUT")
     start_log.info(startup_line(settings))
 
@@ -164,6 +173,29 @@ class _ReapedStatuses:
         return getattr(os, name)
 
 
+def _drop_gunicorn_server_header() -> None:
+    """Gunicorn writes ``Server: gunicorn`` itself, with no setting to turn it off: its
+    response's default header lines are filtered (checked at start-up, failing loudly)."""
+    from gunicorn.http import wsgi
+
+    default_headers = getattr(wsgi.Response, "default_headers", None)
+    if default_headers is None:
+        import gunicorn
+
+        raise RuntimeError(
+            f"gunicorn {gunicorn.__version__}: Response.default_headers is gone; Tandem cannot "
+            "drop the Server header (pin gunicorn to a tested version)"
+        )
+    if getattr(default_headers, "tandem_filtered", False):
+        return
+
+    def without_server(self: Any) -> list[str]:
+        return [line for line in default_headers(self) if not line.startswith("Server:")]
+
+    without_server.tandem_filtered = True  # type: ignore[attr-defined]
+    wsgi.Response.default_headers = without_server
+
+
 def _serve_gunicorn(settings: ServeSettings) -> int:
     from gunicorn import arbiter as gunicorn_arbiter
     from gunicorn.app.base import BaseApplication
@@ -219,6 +251,7 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
 
     reaped = _ReapedStatuses()
     reaped.install(gunicorn_arbiter)
+    _drop_gunicorn_server_header()
 
     def child_exit(server: Any, worker: Any) -> None:
         if report_exit(classify_exit(worker.pid, reaped.pop(worker.pid)), restarting=True):
