@@ -133,7 +133,7 @@ def test_error_for_a_large_malformed_body_quotes_only_its_start(server: ServerPr
     """Issue 13 defect 6: the parse error echoed the whole body, in the answer and the log."""
     data = b"a,b,c\n" + ROW * 70_000 + b"1,2,3,4,5\n"  # ~840 KB; the last row has 5 fields
     r = httpx.post(server.url + "/predict/", content=data, headers=CSV_HEADERS, timeout=30)
-    assert r.status_code == 500  # DRUM's status for a CSV pandas cannot parse
+    assert r.status_code == 422  # DRUM answers 500; the data is at fault (README)
     text = r.json()["message"]
     assert text.startswith("ERROR: Pandas failed to read input binary data b'a,b,c\\n1.5,2.25")
     assert text.endswith(f"... ({len(data)} bytes in all)")
@@ -146,5 +146,5 @@ def test_error_for_a_large_malformed_body_quotes_only_its_start(server: ServerPr
 def test_small_malformed_body_is_quoted_whole_as_drum_does(server: ServerProcess) -> None:
     data = b"a,b\n1,2\n1,2,3\n"
     r = httpx.post(server.url + "/predict/", content=data, headers=CSV_HEADERS, timeout=30)
-    assert r.status_code == 500
+    assert r.status_code == 422
     assert r.json() == {"message": f"ERROR: Pandas failed to read input binary data {data!r}"}
