@@ -10,6 +10,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from tandem.core import limits
+
 #: A slot with no live worker: never the least loaded.
 VACANT = 1 << 62
 #: Request body bytes held before reading from the socket pauses. Uvicorn pauses at 64 KiB, but
@@ -240,6 +242,10 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+class _Refused(Exception):
+    """Raised in a parser callback to stop a request the limit table refuses."""
+
+
 def http_protocol() -> type:
     """Uvicorn's httptools protocol as Tandem's workers use it.
 
@@ -272,6 +278,45 @@ def http_protocol() -> type:
             if len(cycle.body) > BODY_HIGH_WATER:
                 self.flow.pause_reading()
             cycle.message_event.set()
+
+        # -- the limit table (tandem.core.limits) and its JSON answers ----------------------
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._tandem_fields = 0
+            self._tandem_refusal: int | str | None = None
+
+        def on_url(self, url: bytes) -> None:
+            super().on_url(url)
+            if len(self.url) > limits.MAX_REQUEST_LINE:
+                self._tandem_refusal = 414
+                raise _Refused
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._tandem_fields += 1
+            if (
+                self._tandem_fields > limits.MAX_HEADERS
+                or len(name) + len(value) > limits.MAX_HEADER_FIELD
+            ):
+                self._tandem_refusal = 431
+                raise _Refused
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            line = len(self.parser.get_method()) + len(self.url) + len(" HTTP/1.1 ")
+            if line > limits.MAX_REQUEST_LINE:
+                self._tandem_refusal = 414
+                raise _Refused
+            super().on_headers_complete()
+
+        def send_400_response(self, msg: str) -> None:
+            # Uvicorn's own answer is plain text; every stack answers these in the same JSON.
+            kind = getattr(self, "_tandem_refusal", None)
+            cycle = self.cycle
+            if kind is None and cycle is not None and cycle.more_body:
+                kind = limits.BAD_CHUNKS  # the headers were fine; the body's framing was not
+            self.transport.write(limits.raw_answer(kind or 400))
+            self.transport.close()
 
         def eof_received(self) -> bool | None:
             # Uvicorn closes on the client's FIN, so a client that half-closes before its body's

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ from tandem.servers.connections import BODY_CUT_SCOPE_KEY
 from tandem.servers.extensions import load_extension
 
 _DONE = object()
+_SLASHES = re.compile(r"/{2,}")
 # Tandem traces in the core, the same on every stack; FastAPI's own spans would double them.
 _NO_TELEMETRY: dict[str, Any] = (
     {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
@@ -192,6 +194,11 @@ class TandemFastAPI(FastAPI):
     lane: PredictLane | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if "//" in path:
+            # Werkzeug's routing merges repeated slashes (DRUM's Flask answers //ping); so
+            # does every Tandem stack.
+            scope = {**scope, "path": _SLASHES.sub("/", path)}
         if self.lane is None:
             await super().__call__(scope, receive, send)
         else:

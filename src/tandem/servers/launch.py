@@ -9,6 +9,7 @@ import signal
 import threading
 from typing import Any
 
+from tandem.core import limits
 from tandem.observability.oom import witness
 from tandem.observability.state import prepare_state_dir
 from tandem.runtime_params import Params
@@ -94,11 +95,37 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     from tandem.servers.flask_app import create_app
 
     class _Handler(WSGIRequestHandler):
-        """Werkzeug's handler without the ``Server: Werkzeug/... Python/...`` header."""
+        """Werkzeug's handler with the limit table, JSON refusals and no ``Server`` header."""
 
         def send_header(self, keyword: str, value: str) -> None:
             if keyword.lower() != "server":
                 super().send_header(keyword, value)
+
+        def parse_request(self) -> bool:
+            if len(self.raw_requestline.rstrip(b"\r\n")) > limits.MAX_REQUEST_LINE:
+                self.send_error(414)
+                return False
+            if not super().parse_request():
+                return False
+            fields = self.headers.items()
+            if len(fields) > limits.MAX_HEADERS or any(
+                len(k) + len(v) > limits.MAX_HEADER_FIELD for k, v in fields
+            ):
+                self.send_error(431)
+                return False
+            smuggling = "Content-Length" in self.headers and "Transfer-Encoding" in self.headers
+            if smuggling or not limits.METHOD_TOKEN.match(self.command):
+                self.send_error(400)
+                return False
+            return True
+
+        def send_error(self, code: int, message: str | None = None, explain: Any = None) -> None:
+            # http.server's HTML page (and 505 for an unknown version): the shared JSON instead.
+            self.close_connection = True
+            try:
+                self.wfile.write(limits.raw_answer(code if code in (414, 431) else 400))
+            except OSError:
+                pass
 
     app = create_app(_load_service(settings))
     freeze_heap()
@@ -276,10 +303,45 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
                 self.cut_off = len(self.WORKERS)
             super().kill_workers(sig)
 
+    from gunicorn.http import errors as http_errors
+    from gunicorn.workers.sync import SyncWorker
+
+    class _Worker(SyncWorker):  # type: ignore[misc]
+        """Gunicorn's sync worker, answering refused requests with the shared JSON bodies."""
+
+        def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+            if isinstance(exc, http_errors.LimitRequestLine):
+                kind: int | str = 414
+            elif isinstance(exc, http_errors.LimitRequestHeaders):
+                kind = 431
+            elif isinstance(
+                exc,
+                (
+                    http_errors.InvalidChunkSize,
+                    http_errors.ChunkMissingTerminator,
+                    http_errors.InvalidChunkExtension,
+                ),
+            ):
+                kind = limits.BAD_CHUNKS
+            elif isinstance(exc, (http_errors.ParseException, http_errors.NoMoreData)):
+                kind = 400
+            else:
+                self.log.exception("Error handling request")
+                kind = 500
+            if kind != 500:
+                self.log.warning("Invalid request from %s: %s", (addr or ("",))[0], exc)
+            try:
+                client.sendall(limits.raw_answer(kind))
+            except OSError:
+                pass
+
     options: dict[str, Any] = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
-        "worker_class": "sync",
+        "worker_class": _Worker,
+        "limit_request_line": limits.MAX_REQUEST_LINE,
+        "limit_request_fields": limits.MAX_HEADERS,
+        "limit_request_field_size": limits.MAX_HEADER_FIELD,
         # Tandem answers 504 at DRUM_CLIENT_REQUEST_TIMEOUT itself; Gunicorn's own timeout is
         # the backstop for a hook stuck where no signal reaches it (inside C code).
         "timeout": int(settings.request_timeout) + 15 if settings.request_timeout > 0 else 0,
