@@ -93,6 +93,9 @@ class ServeSettings:
     """Parsed ``model-metadata.yaml`` at start-up."""
     show_perf: bool = False
     """Collect request timings for ``/stats/``."""
+    header_timeout: float = 30.0
+    """``DRUM_UVICORN_HEADER_TIMEOUT``: seconds a client has to send a request's headers, on
+    every stack (slow-header clients are dropped, with 408 where the server can answer)."""
     request_timeout: float = 120.0
     """``DRUM_CLIENT_REQUEST_TIMEOUT``: seconds a model call may take before the client gets 504
     and the worker is replaced (0: no limit)."""
@@ -286,5 +289,8 @@ def build_settings(
         show_perf=bool(cli.get("show_perf")),
         request_timeout=float(
             params.int("DRUM_CLIENT_REQUEST_TIMEOUT", 120, minimum=0, maximum=3600) or 0
+        ),
+        header_timeout=float(
+            params.int("DRUM_UVICORN_HEADER_TIMEOUT", 30, minimum=1, maximum=3600) or 30
         ),
     )

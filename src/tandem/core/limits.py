@@ -21,11 +21,15 @@ MAX_HEADER_FIELD = 8190
 #: Most header fields in one request.
 MAX_HEADERS = 100
 
+#: Default seconds from a connection's (or a request's) first byte to the end of its headers.
+DEFAULT_HEADER_TIMEOUT = 30
+
 #: An RFC 9110 method token.
 METHOD_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 _TEXTS = {
     400: "ERROR: Malformed HTTP request.",
+    408: "ERROR: Request headers were not received in time (DRUM_UVICORN_HEADER_TIMEOUT).",
     414: f"ERROR: Request line is longer than {MAX_REQUEST_LINE} bytes.",
     431: (
         f"ERROR: Request headers exceed the limits: at most {MAX_HEADERS} fields of at most "
@@ -63,6 +67,7 @@ def raw_answer(kind: int | str) -> bytes:
 
 _REASONS = {
     400: "Bad Request",
+    408: "Request Timeout",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",

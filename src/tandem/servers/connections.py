@@ -246,7 +246,7 @@ class _Refused(Exception):
     """Raised in a parser callback to stop a request the limit table refuses."""
 
 
-def http_protocol() -> type:
+def http_protocol(header_timeout: float = 30.0) -> type:
     """Uvicorn's httptools protocol as Tandem's workers use it.
 
     Nagle is off, a pass's writes leave in one send, connections are counted on the board, and
@@ -267,7 +267,29 @@ def http_protocol() -> type:
                     pass
             # Counted on the board when accepted (see _CountingListener); uncounted when lost.
             self._tandem_seat = SEAT
+            self._tandem_header_timer: asyncio.TimerHandle | None = None
             super().connection_made(CoalescingTransport(transport, self.loop))
+            self._tandem_arm_header_timer()
+
+        # -- header timeout: Uvicorn has none, so a client that never finishes its headers
+        # (or never sends a byte) would hold its connection for ever -----------------------
+
+        def _tandem_arm_header_timer(self) -> None:
+            if self._tandem_header_timer is None:
+                self._tandem_header_timer = self.loop.call_later(
+                    header_timeout, self._tandem_headers_too_slow
+                )
+
+        def _tandem_disarm_header_timer(self) -> None:
+            if self._tandem_header_timer is not None:
+                self._tandem_header_timer.cancel()
+                self._tandem_header_timer = None
+
+        def _tandem_headers_too_slow(self) -> None:
+            self._tandem_header_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(limits.raw_answer(408))
+                self.transport.close()
 
         def on_body(self, body: bytes) -> None:
             # Uvicorn's own on_body, with BODY_HIGH_WATER in place of its 64 KiB.
@@ -283,6 +305,7 @@ def http_protocol() -> type:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._tandem_arm_header_timer()
             self._tandem_fields = 0
             self._tandem_refusal: int | str | None = None
 
@@ -303,6 +326,7 @@ def http_protocol() -> type:
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            self._tandem_disarm_header_timer()
             line = len(self.parser.get_method()) + len(self.url) + len(" HTTP/1.1 ")
             if line > limits.MAX_REQUEST_LINE:
                 self._tandem_refusal = 414
@@ -331,6 +355,7 @@ def http_protocol() -> type:
             return None
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self._tandem_disarm_header_timer()
             seat = getattr(self, "_tandem_seat", None)
             if seat is not None:
                 seat.board.add(seat.slot, -1)

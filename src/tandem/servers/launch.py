@@ -97,6 +97,9 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     class _Handler(WSGIRequestHandler):
         """Werkzeug's handler with the limit table, JSON refusals and no ``Server`` header."""
 
+        # Socket timeout while reading: a client that stalls is dropped after it.
+        timeout = settings.header_timeout
+
         def send_header(self, keyword: str, value: str) -> None:
             if keyword.lower() != "server":
                 super().send_header(keyword, value)
@@ -307,7 +310,12 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     from gunicorn.workers.sync import SyncWorker
 
     class _Worker(SyncWorker):  # type: ignore[misc]
-        """Gunicorn's sync worker, answering refused requests with the shared JSON bodies."""
+        """Gunicorn's sync worker, answering refused requests with the shared JSON bodies, and
+        dropping a client that stalls while sending for longer than the header timeout."""
+
+        def handle(self, listener: Any, client: Any, addr: Any) -> None:
+            client.settimeout(settings.header_timeout)
+            super().handle(listener, client, addr)
 
         def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
             if isinstance(exc, http_errors.LimitRequestLine):
@@ -423,7 +431,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         server_header=False,
         access_log=False,
         loop=connections.loop_setting(loop, settings.workers),
-        http=connections.http_protocol(),
+        http=connections.http_protocol(settings.header_timeout),
         log_config=None,
         timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
         backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
