@@ -87,11 +87,12 @@ class ServerProcess:
         startup_timeout: float = 60.0,
     ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = dict(env or {})
+        scheme = "https" if self.extra_env.get("DRUM_SSL_CERTFILE") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.code_dir = code_dir
         self.server_type = server_type
         self.args = args or []
-        self.extra_env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = code_dir.parent / f"server-{server_type}-{self.port}.log"
@@ -141,7 +142,7 @@ class ServerProcess:
             try:
                 prefix = self.extra_env.get("URL_PREFIX", "").strip("/")
                 ping = f"/{prefix}/ping" if prefix else "/ping"
-                r = httpx.get(self.url + ping, timeout=1.0)
+                r = httpx.get(self.url + ping, timeout=1.0, verify=False)
                 if r.status_code in (200, 513):
                     return self
             except httpx.HTTPError:

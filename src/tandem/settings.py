@@ -12,6 +12,7 @@ from tandem.errors import ConfigError
 from tandem.metadata import read_metadata
 from tandem.runtime_params import Params
 from tandem.server_type import ServerTypeDecision, decide_server_type
+from tandem.tls import TlsSettings
 
 TARGET_TYPES = (
     "binary",
@@ -93,6 +94,8 @@ class ServeSettings:
     """Parsed ``model-metadata.yaml`` at start-up."""
     show_perf: bool = False
     """Collect request timings for ``/stats/``."""
+    tls: TlsSettings | None = None
+    """``DRUM_SSL_*``: serve HTTPS (None: plain HTTP)."""
     header_timeout: float = 30.0
     """``DRUM_UVICORN_HEADER_TIMEOUT``: seconds a client has to send a request's headers, on
     every stack (slow-header clients are dropped, with 408 where the server can answer)."""
@@ -293,4 +296,5 @@ def build_settings(
         header_timeout=float(
             params.int("DRUM_UVICORN_HEADER_TIMEOUT", 30, minimum=1, maximum=3600) or 30
         ),
+        tls=TlsSettings.from_params(params),
     )

@@ -20,6 +20,12 @@ start_log = logging.getLogger("tandem.start")
 
 
 def startup_line(settings: ServeSettings) -> str:
+    """The start-up log line, plus the TLS line when TLS is on."""
+    line = _stack_line(settings)
+    return f"{line}; {settings.tls.log_line()}" if settings.tls else line
+
+
+def _stack_line(settings: ServeSettings) -> str:
     """``Starting Flask server (gunicorn, 2 workers) on 127.0.0.1:8080 — DRUM_SERVER_TYPE=...``."""
     server = settings.server
     workers = 1 if server.server_type == "flask" else settings.workers
@@ -133,7 +139,13 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     app = create_app(_load_service(settings))
     freeze_heap()
     server = make_server(
-        settings.host, settings.port, app, threaded=False, processes=1, request_handler=_Handler
+        settings.host,
+        settings.port,
+        app,
+        threaded=False,
+        processes=1,
+        request_handler=_Handler,
+        ssl_context=settings.tls.context() if settings.tls else None,
     )
     grace = graceful_timeout(Params(), "DRUM_GUNICORN_GRACEFUL_TIMEOUT")
     start_log.info(startup_line(settings))
@@ -374,6 +386,15 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         def load(self) -> Any:
             return app
 
+    if settings.tls is not None:
+        tls = settings.tls
+        # Gunicorn turns TLS on when a certificate is configured; the context is Tandem's own,
+        # so a key password and the cipher string apply as on the other stacks.
+        options.update(
+            certfile=tls.certfile,
+            keyfile=tls.keyfile,
+            ssl_context=lambda config, default_factory: tls.context(),
+        )
     start_log.info(startup_line(settings))
     arbiter = _Arbiter(_Application())
     status = 0
@@ -435,6 +456,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         log_config=None,
         timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
         backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
+        **(settings.tls.uvicorn_options() if settings.tls else {}),
     )
     sock = config.bind_socket()
 
