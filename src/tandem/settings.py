@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tandem.core.cors import Cors
 from tandem.errors import ConfigError
 from tandem.metadata import read_metadata
 from tandem.runtime_params import Params
@@ -94,6 +95,8 @@ class ServeSettings:
     """Parsed ``model-metadata.yaml`` at start-up."""
     show_perf: bool = False
     """Collect request timings for ``/stats/``."""
+    cors: Cors | None = None
+    """``DRUM_CORS_*``: the CORS policy (None: off, the default)."""
     tls: TlsSettings | None = None
     """``DRUM_SSL_*``: serve HTTPS (None: plain HTTP)."""
     header_timeout: float = 30.0
@@ -297,4 +300,5 @@ def build_settings(
             params.int("DRUM_UVICORN_HEADER_TIMEOUT", 30, minimum=1, maximum=3600) or 30
         ),
         tls=TlsSettings.from_params(params),
+        cors=Cors.from_params(params),
     )

@@ -118,6 +118,7 @@ class PredictionService:
         # whose every model thread is stuck says so instead of answering "ready".
         self._calls: dict[int, float] = {}
         self._calls_lock = threading.Lock()
+        self.cors = settings.cors
         self.recycling = False
         """Set by an adapter once this worker is being replaced (a model call outran the
         request timeout): it takes no new work."""
@@ -200,6 +201,9 @@ class PredictionService:
     ) -> Response:
         """Add the headers every response carries; count, and log, the request."""
         response.headers.extend(standard_headers(request.request_id))
+        if self.cors is not None and not (request.method == "OPTIONS" and response.status == 403):
+            # (A refused preflight grants nothing, whatever its origin.)
+            response.headers.extend(self.cors.headers_for(request.headers.get("Origin")))
         self.metric_set.observe(request.method, endpoint, response.status, elapsed)
         size = len(response.body) if isinstance(response.body, bytes) else None
         text, fields = access_line(
@@ -229,7 +233,9 @@ class PredictionService:
     def method_not_allowed(
         self, request: Request, allowed: list[str], endpoint: str = "unmatched"
     ) -> Response:
-        """Answer a known path called with the wrong method."""
+        """Answer a known path called with the wrong method (or a CORS preflight, when on)."""
+        if request.method == "OPTIONS" and self.cors is not None:
+            return self.finish(request, self.cors.preflight(request), 0.0, endpoint)
         response = message("ERROR: Method Not Allowed", 405)
         response.headers.append(("Allow", ", ".join(allowed)))
         return self.finish(request, response, 0.0, endpoint)
