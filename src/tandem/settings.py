@@ -95,6 +95,14 @@ class ServeSettings:
     """Parsed ``model-metadata.yaml`` at start-up."""
     show_perf: bool = False
     """Collect request timings for ``/stats/``."""
+    max_queue_depth: int = 100
+    """``DRUM_MAX_QUEUE_DEPTH``: model requests waiting or running per FastAPI worker before
+    new ones are refused with 503."""
+    backpressure_timeout: float = 30.0
+    """``DRUM_BACKPRESSURE_TIMEOUT``: seconds a FastAPI request may wait for a model thread."""
+    concurrency_limit: int | None = None
+    """``DRUM_UVICORN_LIMIT_CONCURRENCY``: requests one FastAPI worker serves at once; more get
+    503 (None: no cap)."""
     cors: Cors | None = None
     """``DRUM_CORS_*``: the CORS policy (None: off, the default)."""
     tls: TlsSettings | None = None
@@ -301,4 +309,11 @@ def build_settings(
         ),
         tls=TlsSettings.from_params(params),
         cors=Cors.from_params(params),
+        concurrency_limit=params.int(
+            "DRUM_UVICORN_LIMIT_CONCURRENCY", None, minimum=1, maximum=100000
+        ),
+        max_queue_depth=params.int("DRUM_MAX_QUEUE_DEPTH", 100, minimum=1, maximum=100000) or 100,
+        backpressure_timeout=float(
+            params.float("DRUM_BACKPRESSURE_TIMEOUT", 30.0, minimum=0.001, maximum=3600) or 30.0
+        ),
     )

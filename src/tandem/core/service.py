@@ -259,6 +259,17 @@ class PredictionService:
         logger.error("Request %s %s: %s", request.method, request.path, exc.message)
         return self.finish(request, error_response(exc), self.settings.request_timeout, endpoint)
 
+    def overloaded(self, request: Request, endpoint: str, queue_full: bool) -> Response:
+        """Answer 503 with ``Retry-After``: the worker's queue is full, or no model thread
+        became free within ``DRUM_BACKPRESSURE_TIMEOUT`` (the migration plan's texts)."""
+        if queue_full:
+            text, retry = "Service temporarily unavailable due to high load", "5"
+        else:
+            text, retry = "Service temporarily unavailable: request queue timeout", "10"
+        response = message(f"ERROR: {text}", 503)
+        response.headers.append(("Retry-After", retry))
+        return self.finish(request, response, 0.0, endpoint)
+
     def stuck_calls(self) -> int:
         """Model calls running longer than the request timeout (0 when there is none)."""
         limit = self.settings.request_timeout

@@ -83,15 +83,73 @@ async def read_asgi_body(scope: Any, receive: Any, limit: int, too_large: Reques
             raise IncompleteBody
 
 
-async def run_blocking(
-    service: PredictionService, executor: ThreadPoolExecutor, call: Any
-) -> CoreResponse | None:
-    """Run a core call in the model's thread pool, bounded by ``DRUM_CLIENT_REQUEST_TIMEOUT``.
+class Overloaded(Exception):
+    """No model thread for this request: the queue is full (``queue_full``) or the wait for a
+    thread outran ``DRUM_BACKPRESSURE_TIMEOUT``."""
 
-    None when the call outran it: the thread cannot be cancelled and stays stuck in the hook,
-    so the worker is recycled (:func:`recycle`) and the caller answers 504.
+    def __init__(self, queue_full: bool) -> None:
+        super().__init__("overloaded")
+        self.queue_full = queue_full
+
+
+class ModelSlots:
+    """Backpressure in front of the model's thread pool, per worker.
+
+    At most ``DRUM_MAX_QUEUE_DEPTH`` requests wait for or hold a model thread; past it a
+    request is refused at once, and one that waits longer than ``DRUM_BACKPRESSURE_TIMEOUT``
+    for a thread is refused then. A thread counts as busy until its call really ends, even
+    after the request gave up on it.
     """
-    future = asyncio.get_running_loop().run_in_executor(executor, call)
+
+    def __init__(self, threads: int, depth: int, wait: float) -> None:
+        self.threads = threads
+        self.depth = depth
+        self.wait = wait
+        self.in_system = 0
+        self._free: asyncio.Semaphore | None = None
+
+    async def run(self, executor: ThreadPoolExecutor, call: Any) -> Any:
+        """The executor future of ``call`` once a thread is free (raises :class:`Overloaded`)."""
+        if self.in_system >= self.depth:
+            raise Overloaded(queue_full=True)
+        if self._free is None:
+            self._free = asyncio.Semaphore(self.threads)
+        free = self._free
+        self.in_system += 1
+        try:
+            await asyncio.wait_for(free.acquire(), self.wait)
+        except TimeoutError:
+            self.in_system -= 1
+            raise Overloaded(queue_full=False) from None
+        future = executor.submit(call)
+
+        def done(_: Any) -> None:
+            self.in_system -= 1
+            loop.call_soon_threadsafe(free.release)
+
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(done)
+        return asyncio.wrap_future(future)
+
+
+async def run_blocking(
+    service: PredictionService,
+    executor: ThreadPoolExecutor,
+    slots: ModelSlots,
+    call: Any,
+    request: CoreRequest,
+    endpoint: str,
+) -> CoreResponse:
+    """Run a core call in the model's thread pool, behind backpressure and bounded by
+    ``DRUM_CLIENT_REQUEST_TIMEOUT``.
+
+    A call that outruns the timeout cannot be cancelled (its thread stays in the hook), so the
+    worker is recycled (:func:`recycle`) and the client gets 504; no free thread is 503.
+    """
+    try:
+        future = await slots.run(executor, call)
+    except Overloaded as exc:
+        return service.overloaded(request, endpoint, exc.queue_full)
     timeout = service.settings.request_timeout
     if timeout <= 0:
         return await future  # type: ignore[no-any-return]
@@ -99,7 +157,7 @@ async def run_blocking(
         return await asyncio.wait_for(future, timeout)  # type: ignore[no-any-return]
     except TimeoutError:
         recycle(service)
-        return None
+        return service.timed_out(request, endpoint)
 
 
 #: Set by the launcher in a supervised worker: stops this worker's server gracefully.
@@ -156,7 +214,11 @@ async def _drain(chunks: Iterator[bytes], executor: ThreadPoolExecutor) -> Async
 
 
 def _endpoint(
-    service: PredictionService, route: Route, declared: str, executor: ThreadPoolExecutor
+    service: PredictionService,
+    route: Route,
+    declared: str,
+    executor: ThreadPoolExecutor,
+    slots: ModelSlots,
 ) -> Any:
     limit = service.settings.max_body_size
 
@@ -178,9 +240,7 @@ def _endpoint(
         core = _core_request(request, body)
         if route.blocking and not service.cheap(route, core):
             call = functools.partial(service.handle, route, core, declared, **request.path_params)
-            resp = await run_blocking(service, executor, call)
-            if resp is None:
-                resp = service.timed_out(core, declared)
+            resp = await run_blocking(service, executor, slots, call, core, declared)
         else:
             resp = service.handle(route, core, declared, **request.path_params)
         return _to_starlette(resp, executor)
@@ -189,9 +249,12 @@ def _endpoint(
 
 
 class TandemFastAPI(FastAPI):
-    """The FastAPI app, with an optional lane that answers predictions before any middleware."""
+    """The FastAPI app, with an optional lane that answers predictions before any middleware,
+    and a cap on the requests one worker serves at once (``DRUM_UVICORN_LIMIT_CONCURRENCY``)."""
 
     lane: PredictLane | None = None
+    concurrency_limit: int | None = None
+    _active = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -199,6 +262,24 @@ class TandemFastAPI(FastAPI):
             # Werkzeug's routing merges repeated slashes (DRUM's Flask answers //ping); so
             # does every Tandem stack.
             scope = {**scope, "path": _SLASHES.sub("/", path)}
+        if scope["type"] != "http" or self.concurrency_limit is None:
+            await self._serve(scope, receive, send)
+            return
+        if self._active >= self.concurrency_limit:
+            service: PredictionService = self.state.service
+            core = _core_request(Request(scope))
+            resp = service.overloaded(
+                core, template_for(scope["path"], service.settings.url_prefix), True
+            )
+            await _to_starlette(resp, self.state.executor)(scope, receive, send)
+            return
+        self._active += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self._active -= 1
+
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
         if self.lane is None:
             await super().__call__(scope, receive, send)
         else:
@@ -211,12 +292,16 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
     executor = ThreadPoolExecutor(settings.executor_workers, thread_name_prefix="tandem-predict")
     app = TandemFastAPI(docs_url=None, redoc_url=None, openapi_url=None, **_NO_TELEMETRY)
     app.router.redirect_slashes = False
+    app.concurrency_limit = settings.concurrency_limit
     app.state.service = service
     app.state.executor = executor
+    slots = ModelSlots(
+        settings.executor_workers, settings.max_queue_depth, settings.backpressure_timeout
+    )
     prefix = settings.url_prefix
     for route in ROUTES:
         for declared in route.paths:
-            endpoint = _endpoint(service, route, declared, executor)
+            endpoint = _endpoint(service, route, declared, executor, slots)
             for path in path_variants(declared, prefix):
                 app.router.routes.append(
                     StarletteRoute(path, endpoint, methods=list(route.methods), name=route.name)
@@ -243,7 +328,7 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Fast
     else:
         # Nothing to run around the endpoint: predictions skip FastAPI's middleware stack,
         # Starlette's routing and its request objects.
-        app.lane = PredictLane(service, executor, prefix)
+        app.lane = PredictLane(service, executor, prefix, slots)
     return app
 
 
@@ -257,10 +342,15 @@ class PredictLane:
     """
 
     def __init__(
-        self, service: PredictionService, executor: ThreadPoolExecutor, prefix: str
+        self,
+        service: PredictionService,
+        executor: ThreadPoolExecutor,
+        prefix: str,
+        slots: ModelSlots,
     ) -> None:
         self.service = service
         self.executor = executor
+        self.slots = slots
         self.route = next(r for r in ROUTES if r.name == "predict")
         self.paths = concrete_paths(self.route, prefix)
         self.limit = service.settings.max_body_size
@@ -300,9 +390,7 @@ class PredictLane:
             resp = self.service.handle(self.route, core, declared)
         else:
             call = functools.partial(self.service.handle, self.route, core, declared)
-            resp = await run_blocking(self.service, self.executor, call)
-            if resp is None:
-                resp = self.service.timed_out(core, declared)
+            resp = await run_blocking(self.service, self.executor, self.slots, call, core, declared)
         if not isinstance(resp.body, bytes):
             await _to_starlette(resp, self.executor)(scope, receive, send)
             return

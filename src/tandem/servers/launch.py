@@ -455,6 +455,9 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         http=connections.http_protocol(settings.header_timeout),
         log_config=None,
         timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
+        # Worker recycling: a worker exits after this many requests and is replaced.
+        limit_max_requests=params.int("DRUM_UVICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000)
+        or None,
         backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
         **(settings.tls.uvicorn_options() if settings.tls else {}),
     )
