@@ -186,9 +186,14 @@ def test_killed_controller_resumes_at_the_same_phase_and_weight(tmp_path: Path) 
     load = Load(rollout.url).start()
     try:
         before = rollout.wait_phase({"canary"}, timeout=60)
+        # The weight is recorded before the router is told it: kill only once it was applied.
+        expected_bp = round(before.weight * 100)
+        rollout.wait_for(
+            lambda: rollout.router_stats()["routing"]["weight_bp"] == expected_bp, 10, "applied"
+        )
         rollout.kill_controller()
         weight_bp = rollout.router_stats()["routing"]["weight_bp"]
-        assert weight_bp == round(before.weight * 100)
+        assert weight_bp == expected_bp
         served_before = load.total
         rollout.wait_for(lambda: load.total > served_before + 50, 30, "traffic without controller")
         saved = rollout.status()

@@ -1,0 +1,1 @@
+"""The DRUM API description Tandem serves (``openapi.yaml``)."""
