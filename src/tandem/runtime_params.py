@@ -9,6 +9,7 @@ also fall back to a bare environment variable of the same name; the prefixed one
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -140,7 +141,9 @@ class Params:
             return default
         return str(got[0])
 
-    def choice(self, name: str, choices: Sequence[str], default: str) -> str:
+    def choice(
+        self, name: builtins.str, choices: Sequence[builtins.str], default: builtins.str
+    ) -> builtins.str:
         """A string parameter that must be one of ``choices`` (compared case-insensitively)."""
         got = self.raw(name)
         if got is None or got[0] is None:
@@ -153,7 +156,7 @@ class Params:
             )
         return text
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: bool = False) -> bool:
         """A boolean parameter; accepts JSON booleans and 1/true/yes/on, 0/false/no/off."""
         got = self.raw(name)
         if got is None or got[0] is None:
@@ -172,7 +175,7 @@ class Params:
 
     def float(
         self,
-        name: str,
+        name: builtins.str,
         default: float | None = None,
         *,
         minimum: float | None = None,
@@ -204,7 +207,7 @@ class Params:
 
     def int(
         self,
-        name: str,
+        name: builtins.str,
         default: int | None = None,
         *,
         minimum: int | None = None,

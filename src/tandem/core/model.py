@@ -7,7 +7,7 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -54,7 +54,7 @@ class TargetType(enum.StrEnum):
     def __str__(self) -> str:
         return f"TargetType.{self.name}"
 
-    __format__ = object.__format__  # keep "{}".format() == str(), as DRUM's messages embed it
+    __format__ = object.__format__  # type: ignore[assignment]  # keep "{}".format() == str(), as DRUM's messages embed it
 
 
 def find_custom_file(code_dir: Path) -> Path | None:
@@ -269,6 +269,7 @@ class LoadedModel:
 
         labels = self.settings.class_ordering
         extra = None
+        model_labels: Sequence[Any] | None
         score = self.hooks.get("score")
         if score is not None:
             try:

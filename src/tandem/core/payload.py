@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -198,7 +199,7 @@ def fast_numeric_csv(data: bytes) -> tuple[list[str], np.ndarray] | None:
     # pandas reads a column of integer literals as int64, and scikit-learn then computes on
     # integers differently (numpy's generic loop, not BLAS): a column needs one cell written
     # as a float ("1.0", "1e3") or it is left to the general path.
-    pending = range(width)
+    pending: Sequence[int] = range(width)
     for row in cells:
         pending = [col for col in pending if not _float_literal(row[col])]
         if not pending:

@@ -384,6 +384,8 @@ class PredictionService:
     def _fetch(
         self, request: Request, key: str
     ) -> tuple[bytes, str | None, str | None, list[str] | None, payload.Form | None]:
+        mimetype: str | None
+        charset: str | None
         mimetype, charset = payload.parse_content_type(request.content_type)
         lowered = mimetype.lower()
         form = None

@@ -10,7 +10,7 @@ still sends the same shape of request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 REDACTED = "REDACTED"
 REDACT_ENV = "DRUM_REDACT_QUERY_PARAMS"
@@ -43,7 +43,7 @@ CREDENTIAL_WORDS = (
 )
 
 
-def configured_names(environ: object = None) -> frozenset[str]:
+def configured_names(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     """Extra parameter names from ``DRUM_REDACT_QUERY_PARAMS``, lower-cased."""
     from tandem.runtime_params import Params
 

@@ -230,7 +230,7 @@ def _counting_exporter_class() -> type[SpanExporter]:
 
 def counting_exporter(inner: SpanExporter, server_type: str) -> SpanExporter:
     """``inner`` wrapped so that its results feed the ``drum_otel_*`` Prometheus counters."""
-    return _counting_exporter_class()(inner, server_type)
+    return _counting_exporter_class()(inner, server_type)  # type: ignore[call-arg]
 
 
 def otlp_processor(server_type: str) -> SpanProcessor:

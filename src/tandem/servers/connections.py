@@ -149,7 +149,7 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
     def __init__(self, selector: Any = None) -> None:
         super().__init__(selector)
         if SEAT is not None:
-            self._selector = _IdleReportingSelector(self._selector, SEAT)
+            self._selector = _IdleReportingSelector(self._selector, SEAT)  # type: ignore[has-type]
 
     def _accept_connection(  # type: ignore[override]
         self,
@@ -167,7 +167,7 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
             and seat.board.idler_holds_fewer(seat.slot)
         ):
             self._deferred += 1
-            self._remove_reader(sock.fileno())
+            self._remove_reader(sock.fileno())  # type: ignore[attr-defined]
             self.call_later(
                 DEFER_SECONDS,
                 self._resume_accepting,
@@ -185,7 +185,9 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
         sock, server = accept_args[1], accept_args[3]
         if sock.fileno() == -1 or (server is not None and not server.is_serving()):
             return  # the server closed meanwhile
-        self._add_reader(sock.fileno(), self._accept_connection, *accept_args)
+        self._add_reader(  # type: ignore[attr-defined]
+            sock.fileno(), self._accept_connection, *accept_args
+        )
 
 
 def loop_setting(loop: str, workers: int) -> Any:
@@ -268,7 +270,7 @@ def http_protocol(header_timeout: float = 30.0) -> type:
             # Counted on the board when accepted (see _CountingListener); uncounted when lost.
             self._tandem_seat = SEAT
             self._tandem_header_timer: asyncio.TimerHandle | None = None
-            super().connection_made(CoalescingTransport(transport, self.loop))
+            super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             self._tandem_arm_header_timer()
 
         # -- header timeout: Uvicorn has none, so a client that never finishes its headers
@@ -342,13 +344,13 @@ def http_protocol(header_timeout: float = 30.0) -> type:
             self.transport.write(limits.raw_answer(kind or 400))
             self.transport.close()
 
-        def eof_received(self) -> bool | None:
+        def eof_received(self) -> bool | None:  # type: ignore[override]
             # Uvicorn closes on the client's FIN, so a client that half-closes before its body's
             # end would get no answer. Keep the write side open and tell the body reader (it
             # answers 400 and never scores the prefix); the response then closes the connection.
             cycle = self.cycle
             if cycle is not None and cycle.more_body and not cycle.response_complete:
-                cycle.scope[BODY_CUT_SCOPE_KEY] = True
+                cycle.scope[BODY_CUT_SCOPE_KEY] = True  # type: ignore[literal-required]
                 cycle.keep_alive = False
                 cycle.message_event.set()
                 return True

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from tandem.core.http import Headers, QueryDict, standard_headers
 from tandem.core.http import Request as CoreRequest
@@ -303,7 +304,7 @@ def create_app(service: PredictionService, load_extensions: bool = True) -> Flas
                 )
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> Response | WerkzeugResponse:
         req = _core_request()
         if exc.code == 404:
             return _to_flask(service.not_found(req))

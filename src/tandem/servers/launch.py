@@ -454,11 +454,11 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
         loop=connections.loop_setting(loop, settings.workers),
         http=connections.http_protocol(settings.header_timeout),
         log_config=None,
-        timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
+        timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600) or 5,
         # Worker recycling: a worker exits after this many requests and is replaced.
         limit_max_requests=params.int("DRUM_UVICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000)
         or None,
-        backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
+        backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000) or 2048,
         **(settings.tls.uvicorn_options() if settings.tls else {}),
     )
     sock = config.bind_socket()
