@@ -42,6 +42,9 @@ _TRUTHY = {"1", "true", "yes", "y", "t", "on"}
 #: ``add_parser(subparsers) -> None`` (registering one subcommand whose ``dest`` command name is
 #: the key) and ``run(args: argparse.Namespace) -> int``. Keep their top-level imports light:
 #: the parser is built on every start of ``tandem server``.
+#: What the ``ops`` extra installs: needed by the plugin commands, never by ``tandem server``.
+OPS_PACKAGES = frozenset({"httpx", "rich", "deepdiff"})
+
 PLUGINS: dict[str, str] = {
     "rollout": "tandem.rollout.cli",
     "replay": "tandem.replay.cli",
@@ -212,7 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tandem.observability.logs import configure_logging
 
         configure_logging(getattr(args, "logging_level", None) or "warning", False)
-        return int(importlib.import_module(PLUGINS[args.command]).run(args))
+        try:
+            return int(importlib.import_module(PLUGINS[args.command]).run(args))
+        except ModuleNotFoundError as exc:
+            if exc.name not in OPS_PACKAGES:
+                raise
+            print(
+                f"tandem {args.command}: needs the operator tooling, which a bare server does "
+                f"not install ({exc.name} is missing): pip install 'tandem[ops]'",
+                file=sys.stderr,
+            )
+            return 1
     try:
         options = merge_env(args, os.environ)
         from tandem.observability.logs import configure_logging

@@ -578,3 +578,24 @@ def test_score_model_error_is_a_one_line_error(
     )
     # DRUM's wording: pandas' own KeyError text.
     assert err == "tandem: error: \"['Predictions'] not found in axis\"\n"
+
+
+def test_operator_commands_without_the_ops_extra_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare server install has no httpx/rich/deepdiff; ``tandem replay`` then says so."""
+    import builtins
+
+    from tandem import cli
+
+    real_import = builtins.__import__
+
+    def no_rich(name: str, *args: object, **kwargs: object) -> object:
+        if name == "rich" or name.startswith("rich."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name="rich")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_rich)
+    code = cli.main(["rollout", "status", "--state", "/nonexistent/state.db"])
+    assert code == 1
+    assert "pip install 'tandem[ops]'" in capsys.readouterr().err
