@@ -121,13 +121,19 @@ class ModelSlots:
         except TimeoutError:
             self.in_system -= 1
             raise Overloaded(queue_full=False) from None
-        future = executor.submit(call)
-
-        def done(_: Any) -> None:
-            self.in_system -= 1
-            loop.call_soon_threadsafe(free.release)
-
         loop = asyncio.get_running_loop()
+
+        def release() -> None:
+            self.in_system -= 1
+            free.release()
+
+        def done(_: Any) -> None:  # on the model thread: hand the bookkeeping to the loop
+            try:
+                loop.call_soon_threadsafe(release)
+            except RuntimeError:
+                pass  # the loop is gone: the worker is exiting
+
+        future = executor.submit(call)
         future.add_done_callback(done)
         return asyncio.wrap_future(future)
 
