@@ -13,25 +13,15 @@ example model has no faults of its own). Prints a Markdown table; exits 1 on any
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib.example_server import BIN, ROOT, serve_example
+
 SPEC = ROOT / "src" / "tandem" / "api" / "openapi.yaml"
-BIN = Path(sys.executable).parent
 STACKS = (("flask", 1), ("gunicorn", 2), ("fastapi", 2))
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _metrics(url: str) -> dict[str, float]:
@@ -50,36 +40,7 @@ def _metrics(url: str) -> dict[str, float]:
 
 def fuzz(stack: str, workers: int, max_examples: int, seed: int) -> dict[str, object]:
     """Serve, fuzz and count one stack."""
-    port = _port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": stack,
-        "MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": str(workers),
-    }
-    server = subprocess.Popen(
-        [
-            str(BIN / "tandem"),
-            "server",
-            "--code-dir",
-            str(ROOT / "examples" / "regression"),
-            "--target-type",
-            "regression",
-            "--address",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/ping", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with serve_example(stack, workers) as (server, url):
         started = time.monotonic()
         run = subprocess.run(
             [
@@ -105,9 +66,6 @@ def fuzz(stack: str, workers: int, max_examples: int, seed: int) -> dict[str, ob
         seconds = time.monotonic() - started
         counts = _metrics(url)
         alive = server.poll() is None
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     generated = re.search(r"(\d+) generated", run.stdout)
     failures = re.findall(r"❌ (ST\d+ [^:\n]+)", run.stdout)
     return {

@@ -13,30 +13,18 @@ table; exits 1 on any failure.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import psutil
+from benchlib.example_server import ROOT, serve_example
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 STACKS = (("flask", 1), ("gunicorn", 2), ("fastapi", 2))
 ROWS = (ROOT / "examples" / "regression" / "data.csv").read_bytes().decode().splitlines()
 ONE = "\n".join(ROWS[:2]).encode() + b"\n"
 HUNDRED = ("\n".join([ROWS[0], *(ROWS[1:] * 20)[:100]]) + "\n").encode()
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rss(pid: int) -> int:
@@ -49,72 +37,40 @@ def _rss(pid: int) -> int:
 
 def soak(stack: str, workers: int, warmup: float, duration: float) -> dict[str, object]:
     """Serve, load and sample one stack."""
-    port = _port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": stack,
-        "MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": str(workers),
-    }
-    server = subprocess.Popen(
-        [
-            str(BIN / "tandem"),
-            "server",
-            "--code-dir",
-            str(ROOT / "examples" / "regression"),
-            "--target-type",
-            "regression",
-            "--address",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     stop = threading.Event()
     counts = {"ok": 0, "failed": 0}
     lock = threading.Lock()
+    samples: list[tuple[float, int]] = []
+    with serve_example(stack, workers) as (server, url):
 
-    def client(n: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            i = 0
-            while not stop.is_set():
-                body = HUNDRED if (i + n) % 10 == 0 else ONE
-                i += 1
-                try:
-                    ok = (
-                        http.post(
-                            "/predict/", content=body, headers={"Content-Type": "text/csv"}
-                        ).status_code
-                        == 200
-                    )
-                except httpx.HTTPError:
-                    ok = False
-                with lock:
-                    counts["ok" if ok else "failed"] += 1
+        def client(n: int) -> None:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                i = 0
+                while not stop.is_set():
+                    body = HUNDRED if (i + n) % 10 == 0 else ONE
+                    i += 1
+                    try:
+                        ok = (
+                            http.post(
+                                "/predict/", content=body, headers={"Content-Type": "text/csv"}
+                            ).status_code
+                            == 200
+                        )
+                    except httpx.HTTPError:
+                        ok = False
+                    with lock:
+                        counts["ok" if ok else "failed"] += 1
 
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/ping", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(4)]
         for thread in threads:
             thread.start()
         started = time.monotonic()
-        samples: list[tuple[float, int]] = []
         while (elapsed := time.monotonic() - started) < warmup + duration:
             samples.append((elapsed, _rss(server.pid)))
             time.sleep(5)
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     window = min(60.0, duration / 2)
     first = [r for t, r in samples if warmup <= t < warmup + window]
     last = [r for t, r in samples if t >= warmup + duration - window]
