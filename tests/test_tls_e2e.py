@@ -125,3 +125,35 @@ def test_bad_tls_settings_stop_start_up(
     with pytest.raises(RuntimeError, match="exited with"):
         server.start()
     assert message in server.logs()
+
+
+def test_rollout_router_terminates_tls_for_deployments_on_loopback(
+    tmp_path: Path, certificate: dict[str, Path]
+) -> None:
+    from tests.rollout.harness import FAST_SPEC, Rollout
+
+    env = {
+        "DRUM_SSL_CERTFILE": str(certificate["cert"]),
+        "DRUM_SSL_KEYFILE": str(certificate["key"]),
+    }
+    rollout = Rollout(tmp_path, spec={**FAST_SPEC, "shadow_duration": "10m"}, env=env).start()
+    try:
+        assert f"router on https://127.0.0.1:{rollout.port}" in rollout.logs()
+        trust = ssl.create_default_context(cafile=str(certificate["cert"]))
+        r = httpx.post(
+            f"https://127.0.0.1:{rollout.port}/predict/",
+            content=b"a,b\n1,2\n",
+            headers={"Content-Type": "text/csv"},
+            verify=trust,
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.json() == {"predictions": [3.0]}
+        # Behind it, the baseline still answers plain HTTP on its loopback port.
+        store = rollout.store()
+        try:
+            baseline_port = store.get_json("deployment")["baseline_port"]
+        finally:
+            store.close()
+        assert httpx.get(f"http://127.0.0.1:{baseline_port}/ping", timeout=10).status_code == 200
+    finally:
+        rollout.stop()

@@ -13,6 +13,17 @@ from typing import Any
 
 from tandem.errors import ConfigError
 
+#: Every runtime parameter TLS reads (each also as ``MLOPS_RUNTIME_PARAM_<name>``).
+TLS_PARAMETERS = (
+    "DRUM_SSL_CERTFILE",
+    "DRUM_SSL_KEYFILE",
+    "DRUM_SSL_KEYFILE_PASSWORD",
+    "DRUM_SSL_VERSION",
+    "DRUM_SSL_CERT_REQS",
+    "DRUM_SSL_CA_CERTS",
+    "DRUM_SSL_CIPHERS",
+)
+
 #: The plan's default: forward-secret AEAD suites only.
 DEFAULT_CIPHERS = "ECDHE+AESGCM:DHE+AESGCM:ECDHE+CHACHA20:DHE+CHACHA20:!aNULL:!MD5:!DSS:!RC4:!3DES"
 

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -221,6 +222,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         build_children,
         free_port,
         http_notifier,
+        tls_variables,
     )
     from tandem.rollout.spec import RolloutSpec
     from tandem.rollout.verify import baseline_verifier
@@ -310,8 +312,9 @@ def _run_locked(args: argparse.Namespace) -> int:
         http_notifier(args.notify_url),
         baseline_verifier(dep.code_dir, dep.baseline_type, args.target_type),
     )
+    scheme = "https" if any(os.environ.get(name) for name in tls_variables()) else "http"
     print(
-        f"rollout: router on http://{dep.public_host}:{dep.public_port}, dashboard on "
+        f"rollout: router on {scheme}://{dep.public_host}:{dep.public_port}, dashboard on "
         f"{urls['router']}/, state in {args.state}",
         flush=True,
     )

@@ -38,6 +38,7 @@ from tandem.rollout.decide import Decision, Observations, decide
 from tandem.rollout.spec import RolloutSpec
 from tandem.rollout.status import Phase, RolloutStatus
 from tandem.rollout.store import RolloutStore
+from tandem.tls import TLS_PARAMETERS
 
 logger = logging.getLogger("tandem.rollout")
 
@@ -63,6 +64,8 @@ class ChildSpec:
     log_path: str | None = None
     health_headers: dict[str, str] = field(default_factory=dict, repr=False)
     """Sent with health checks (the router's admin token); never stored."""
+    unset: tuple[str, ...] = ()
+    """Variables of the controller's environment this child must not inherit."""
 
     def identity(self) -> dict[str, Any]:
         """What the store keeps to find this child again: PID and start time."""
@@ -141,7 +144,8 @@ class Supervisor:
             return False  # adopted from a previous controller
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{child.name}.log"
-        env = {**os.environ, **child.env}
+        env = {k: v for k, v in os.environ.items() if k not in child.unset}
+        env.update(child.env)
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 child.command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -385,6 +389,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tls_variables() -> tuple[str, ...]:
+    """Every spelling of the ``DRUM_SSL_*`` runtime parameters."""
+    return TLS_PARAMETERS + tuple(f"MLOPS_RUNTIME_PARAM_{name}" for name in TLS_PARAMETERS)
+
+
 def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
     """The three child processes of a rollout."""
     python = sys.executable
@@ -410,6 +419,8 @@ def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
                 ],
                 env,
                 f"http://127.0.0.1:{port}",
+                # The router terminates TLS; the deployments behind it on loopback do not.
+                unset=tls_variables(),
             )
         )
     router_cmd = [

@@ -122,6 +122,10 @@ from urllib.parse import parse_qs
 
 import httpx
 
+from tandem.errors import ConfigError
+from tandem.runtime_params import Params
+from tandem.tls import TlsSettings
+
 logger = logging.getLogger("tandem.rollout.router")
 
 Scope = MutableMapping[str, Any]
@@ -1268,7 +1272,7 @@ async def serve(config: RouterConfig) -> None:
     router = Router(config, initial_routing(config))
     await router.start()
 
-    def uv_config(app: Any, host: str, port: int) -> Any:
+    def uv_config(app: Any, host: str, port: int, **extra: Any) -> Any:
         return uvicorn.Config(
             app,
             host=host,
@@ -1281,9 +1285,22 @@ async def serve(config: RouterConfig) -> None:
             server_header=False,
             date_header=False,
             timeout_keep_alive=5,
+            **extra,
         )
 
-    public = _Server(uv_config(router.public_app, config.listen_host, config.listen_port))
+    # DRUM_SSL_* put the public listener on HTTPS, as they do every Tandem server; the admin
+    # listener stays on loopback, plain.
+    tls = TlsSettings.from_params(Params())
+    public = _Server(
+        uv_config(
+            router.public_app,
+            config.listen_host,
+            config.listen_port,
+            **(tls.uvicorn_options() if tls else {}),
+        )
+    )
+    if tls is not None:
+        logger.info("public listener: %s", tls.log_line())
     admin = _Server(uv_config(router.admin_app, config.admin_host, config.admin_port))
     router.servers = [public, admin]
     loop = asyncio.get_running_loop()
@@ -1421,7 +1438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tandem.rollout.router``: run until SIGTERM/SIGINT; 2 on a bad config."""
     try:
         config = config_from_args(argv)
-    except (ValueError, TypeError) as exc:
+        TlsSettings.from_params(Params())  # bad DRUM_SSL_* stop the router before it listens
+    except (ValueError, TypeError, ConfigError) as exc:
         print(f"tandem router: {exc}", file=sys.stderr)
         return 2
     run_router(config)
