@@ -342,7 +342,9 @@ def parse_router_stats(doc: Mapping[str, Any], at: float) -> Snapshot:
         int(mirror.get("compared", 0)),
         int(mirror.get("differing", 0)),
         first[:400],
-        int(mirror.get("candidate_failed", 0)) + int(mirror.get("failed", 0)),
+        # 5xx where the baseline answered. Mirrors that got no answer at all (a timeout on a
+        # loaded machine) are the candidate-down and latency rules' evidence, not this one's.
+        int(mirror.get("candidate_failed", 0)),
     )
 
 

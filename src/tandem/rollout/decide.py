@@ -52,7 +52,7 @@ class Observations:
     mirror_differences: int = 0
     """Mirrored responses that differed from the baseline's, since the rollout started."""
     mirror_failures: int = 0
-    """Mirrored requests the candidate failed (5xx where the baseline did not, no answer)."""
+    """Mirrored requests the candidate answered 5xx where the baseline did not."""
     first_difference: str = ""
 
 
