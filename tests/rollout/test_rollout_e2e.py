@@ -107,7 +107,7 @@ def test_faulty_candidate_is_rolled_back_by_the_right_rule(
         rollout.stop()
         hook.close()
     # Clients never saw the candidate's trouble reach the immediate trigger (1 %).
-    assert load.total > 50
+    assert load.total >= 20  # an immediate rule may fire within a second of traffic
     assert load.error_rate < 0.01, (load.statuses, load.failures)
 
 
