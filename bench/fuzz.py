@@ -1,6 +1,6 @@
 """Fuzz every Tandem stack with schemathesis against Tandem's OpenAPI description.
 
-    .venv/bin/python bench/fuzz.py                    # ~10,000+ generated requests per stack
+    .venv/bin/python bench/fuzz.py                    # 12,000 generated requests per stack
     .venv/bin/python bench/fuzz.py --max-examples 200 # a quick pass
 
 For each stack (flask, gunicorn x2, fastapi x2) it serves examples/regression on 127.0.0.1, runs
@@ -85,7 +85,7 @@ def fuzz(stack: str, workers: int, max_examples: int, seed: int) -> dict[str, ob
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-examples", type=int, default=2500)
+    parser.add_argument("--max-examples", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=20261204)
     args = parser.parse_args()
     rows = [fuzz(stack, workers, args.max_examples, args.seed) for stack, workers in STACKS]
