@@ -703,3 +703,17 @@ def test_loaded_model_predicts_in_a_forked_worker(case_id: str, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(len(QUERY))
+
+
+@pytest.mark.parametrize("r_file", ["custom.R", "model.rds"])
+def test_an_r_model_is_refused_at_start_up_not_served_from_a_pickle_beside_it(
+    tmp_path: Path, r_file: str
+) -> None:
+    """Issue 10: DRUM serves R models; Tandem must say it does not, not fall back to a pickle."""
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import Ridge
+
+    dump_pickle(Ridge().fit(TRAIN, Y_REG), tmp_path / "model.pkl")
+    (tmp_path / r_file).write_text("# an R model\n")
+    with pytest.raises(ModelLoadError, match=rf"R model \({r_file}\) and no custom.py"):
+        LoadedModel(settings(tmp_path, REGRESSION))

@@ -187,3 +187,15 @@ def test_missing_package_with_error_server(missing_module_dir: Path) -> None:
     assert first[0] == 200 and first[2] == 513
     assert b"needs the Python package tandem_e2e_throwaway" in first[1]
     assert b"needs the Python package tandem_e2e_throwaway" in first[3]
+
+
+@pytest.mark.parametrize("server_type", SERVER_TYPES)
+def test_r_model_stops_start_up_with_a_clear_error(tmp_path: Path, server_type: str) -> None:
+    """Issue 10: a code dir with custom.R and no custom.py is refused, on every stack."""
+    code_dir = tmp_path / "r_model"
+    code_dir.mkdir()
+    (code_dir / "custom.R").write_text("init <- function(...) {}\n")
+    server = ServerProcess(code_dir, server_type, args=["--target-type", "regression"])
+    with pytest.raises(RuntimeError, match="exited with"):
+        server.start()
+    assert "holds an R model (custom.R) and no custom.py" in server.logs()

@@ -72,6 +72,19 @@ def find_custom_file(code_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _refuse_r_model(code_dir: Path) -> None:
+    """An R model (``custom.R`` or an ``.rds`` artifact) with no ``custom.py`` is refused at
+    start-up, rather than served from some other file lying beside it."""
+    r_files = sorted(
+        p.name for p in code_dir.iterdir() if p.name.lower() == "custom.r" or p.suffix == ".rds"
+    )
+    if r_files:
+        raise ModelLoadError(
+            f"The code dir holds an R model ({', '.join(r_files)}) and no custom.py. Tandem "
+            "serves Python models only: run R models with DataRobot's drum, or add a custom.py."
+        )
+
+
 def import_file(path: Path, module_name: str) -> ModuleType:
     """Import a user file as ``module_name`` with its folder first on ``sys.path``."""
     folder = str(path.parent)
@@ -120,6 +133,8 @@ class LoadedModel:
         if str(code_dir) not in sys.path:
             sys.path.append(str(code_dir))
         custom_file = find_custom_file(code_dir)
+        if custom_file is None:
+            _refuse_r_model(code_dir)
         if custom_file is not None:
             try:
                 module = import_file(custom_file, "custom")
