@@ -199,12 +199,13 @@ def resolve_labels(
             raise ConfigError(BINARY_LABELS_MISSING)
         return str(pos), str(neg), None
     if target_type in ("multiclass", "multilabel"):
-        meta_labels = inference.get("classLabels")
+        meta_labels: Any = inference.get("classLabels")
+        if not meta_labels and inference.get("classLabelsFile"):
+            # Checked like classLabels: a mismatch stops start-up, not every prediction later.
+            meta_labels = _read_labels_file(str(inference["classLabelsFile"]))
         if labels is None:
             if meta_labels:
                 labels = tuple(str(x) for x in meta_labels)
-            elif inference.get("classLabelsFile"):
-                labels = _read_labels_file(str(inference["classLabelsFile"]))
         elif meta_labels and set(labels) != {str(x) for x in meta_labels}:
             raise ConfigError(CLASS_LABELS_MISMATCH)
         if labels is None:

@@ -291,6 +291,17 @@ def test_class_labels_cli_must_match_metadata_as_a_set(code_dir: Path) -> None:
     assert build(code_dir, class_labels=["c", "a", "b"]).class_labels == ("c", "a", "b")
 
 
+def test_class_labels_cli_must_match_the_metadata_labels_file(
+    code_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10: classLabelsFile is checked like classLabels, at start-up."""
+    (tmp_path / "cls.txt").write_text("a\nb\nc\n")
+    metadata(code_dir, "targetType: multiclass\ninferenceModel:\n  classLabelsFile: cls.txt\n")
+    monkeypatch.chdir(tmp_path)
+    assert error(code_dir, class_labels=["a", "b", "d"]) == LABELS_MISMATCH
+    assert build(code_dir, class_labels=["b", "a", "c"]).class_labels == ("b", "a", "c")
+
+
 def test_labels_ignored_for_other_targets(code_dir: Path) -> None:
     settings = build(
         code_dir,
