@@ -53,6 +53,41 @@ PLUGINS: dict[str, str] = {
 }
 
 
+_GPU = "GPU predictors (NIM, vLLM, Triton) run in DataRobot's drum: pip install datarobot-drum"
+#: ``drum`` flags that only make sense in DataRobot's own build: accepted by the parser (never
+#: "unrecognized arguments"), then refused in one line that says what to do instead.
+BUILD_ONLY_FLAGS: dict[str, tuple[dict[str, Any], str]] = {
+    "--docker": (
+        {"metavar": "IMAGE"},
+        "Tandem builds and runs no images: run `drum server` inside your image instead",
+    ),
+    "--memory": (
+        {"metavar": "SIZE"},
+        "memory limits belong to the container (Kubernetes resources, docker --memory)",
+    ),
+    "--skip-deps-install": (
+        {"action": "store_true", "default": None},
+        "Tandem installs no model dependencies: install them in the image, then drop the flag",
+    ),
+    "--gpu-predictor": ({"metavar": "KIND"}, _GPU),
+    "--triton-host": ({"metavar": "HOST"}, _GPU),
+    "--triton-http-port": ({"metavar": "PORT"}, _GPU),
+    "--triton-grpc-port": ({"metavar": "PORT"}, _GPU),
+    "--sidecar": (
+        {"action": "store_true", "default": None},
+        "sidecar mode is DataRobot's deployment layout: serve with `drum server` on its own",
+    ),
+}
+
+
+def build_only_flag_error(args: argparse.Namespace) -> str | None:
+    """The one-line refusal for the first DataRobot-build-only flag given, if any."""
+    for flag, (_, advice) in BUILD_ONLY_FLAGS.items():
+        if getattr(args, flag[2:].replace("-", "_"), None) not in (None, False):
+            return f"{flag} only works in DataRobot's own drum build; {advice}."
+    return None
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-cd", "--code-dir", help="folder with custom.py and/or the model artifact")
     parser.add_argument("--target-type", help="regression, binary, multiclass, unstructured, ...")
@@ -65,6 +100,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-stacktrace", action="store_true", default=None)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--language", choices=("python",), help="only python is supported")
+    for flag, (options, _) in BUILD_ONLY_FLAGS.items():
+        parser.add_argument(flag, help="DataRobot's build only (refused)", **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+    refusal = build_only_flag_error(args)
+    if refusal is not None:
+        print(f"tandem: error: {refusal}", file=sys.stderr)
+        return 2
     try:
         options = merge_env(args, os.environ)
         from tandem.observability.logs import configure_logging

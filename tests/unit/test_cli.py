@@ -599,3 +599,33 @@ def test_operator_commands_without_the_ops_extra_say_what_to_install(
     code = cli.main(["rollout", "status", "--state", "/nonexistent/state.db"])
     assert code == 1
     assert "pip install 'tandem[ops]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--docker", "my-image"], "--docker"),
+        (["--memory", "2g"], "--memory"),
+        (["--skip-deps-install"], "--skip-deps-install"),
+        (["--gpu-predictor", "nim"], "--gpu-predictor"),
+        (["--triton-host", "localhost"], "--triton-host"),
+        (["--triton-http-port", "8000"], "--triton-http-port"),
+        (["--triton-grpc-port", "8001"], "--triton-grpc-port"),
+        (["--sidecar"], "--sidecar"),
+    ],
+)
+@pytest.mark.parametrize("command", ["server", "score"])
+def test_datarobot_build_flags_are_accepted_then_refused_in_one_line(
+    command: str, argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10: never 'unrecognized arguments'; a one-line error saying what to do instead."""
+    from tandem import cli
+
+    extra = ["--input", "/nonexistent.csv"] if command == "score" else []
+    base = [command, "--code-dir", "/nonexistent", "--target-type", "regression", *extra]
+    code = cli.main([*base, *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unrecognized arguments" not in err
+    assert err.startswith(f"tandem: error: {flag} only works in DataRobot's own drum build; ")
+    assert err.count("\n") == 1
