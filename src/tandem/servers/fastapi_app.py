@@ -116,11 +116,14 @@ class ModelSlots:
             self._free = asyncio.Semaphore(self.threads)
         free = self._free
         self.in_system += 1
-        try:
-            await asyncio.wait_for(free.acquire(), self.wait)
-        except TimeoutError:
-            self.in_system -= 1
-            raise Overloaded(queue_full=False) from None
+        if free.locked():  # wait, bounded (wait_for wraps the wait in a task: only when waiting)
+            try:
+                await asyncio.wait_for(free.acquire(), self.wait)
+            except TimeoutError:
+                self.in_system -= 1
+                raise Overloaded(queue_full=False) from None
+        else:
+            await free.acquire()
         loop = asyncio.get_running_loop()
 
         def release() -> None:
