@@ -13,7 +13,9 @@ from tandem.servers.connections import BODY_CUT_SCOPE_KEY
 from tandem.servers.fastapi_app import ClientGone, read_asgi_body
 from tandem.servers.flask_app import read_wsgi_body
 
-TOO_LARGE = PayloadTooLarge("too large")
+
+def TOO_LARGE() -> PayloadTooLarge:  # noqa: N802 - stands for the service's error factory
+    return PayloadTooLarge("too large")
 
 
 class _Failing(io.RawIOBase):

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -120,8 +120,10 @@ class PredictionService:
         self._calls_lock = threading.Lock()
         self.cors = settings.cors
         self.recycling = False
-        """Set by an adapter once this worker is being replaced (a model call outran the
-        request timeout): it takes no new work."""
+        """True once this worker is being replaced (a model call outran the request timeout):
+        it takes no new work, and ``/readyz`` says so."""
+        self.on_retire: Callable[[], None] | None = None
+        """Installed by the launcher in a supervised worker: take it out of service."""
 
     @classmethod
     def load(cls, settings: ServeSettings) -> PredictionService:
@@ -269,6 +271,17 @@ class PredictionService:
         response = message(f"ERROR: {text}", 503)
         response.headers.append(("Retry-After", retry))
         return self.finish(request, response, 0.0, endpoint)
+
+    def retire(self) -> None:
+        """A model call outran the request timeout: replace this worker (once).
+
+        The launcher's ``on_retire`` stops the worker taking work; without a supervisor (the
+        Flask development server, in-process tests) nothing more happens.
+        """
+        if self.recycling or self.on_retire is None:
+            return
+        self.recycling = True
+        self.on_retire()
 
     def stuck_calls(self) -> int:
         """Model calls running longer than the request timeout (0 when there is none)."""

@@ -14,7 +14,7 @@ import inspect
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
@@ -55,7 +55,9 @@ class ClientGone(Exception):
     """The client disconnected before its body was read: there is nobody to answer."""
 
 
-async def read_asgi_body(scope: Any, receive: Any, limit: int, too_large: RequestError) -> bytes:
+async def read_asgi_body(
+    scope: Any, receive: Any, limit: int, too_large: Callable[[], RequestError]
+) -> bytes:
     """The request's whole body, or an error: never a prefix of it.
 
     A declared length over ``limit`` is refused before reading; otherwise the body is read one
@@ -65,7 +67,7 @@ async def read_asgi_body(scope: Any, receive: Any, limit: int, too_large: Reques
     """
     length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
     if length is not None and length.isdigit() and int(length) > limit:
-        raise too_large
+        raise too_large()
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -75,7 +77,7 @@ async def read_asgi_body(scope: Any, receive: Any, limit: int, too_large: Reques
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -153,7 +155,8 @@ async def run_blocking(
     ``DRUM_CLIENT_REQUEST_TIMEOUT``.
 
     A call that outruns the timeout cannot be cancelled (its thread stays in the hook), so the
-    worker is recycled (:func:`recycle`) and the client gets 504; no free thread is 503.
+    worker is retired (``PredictionService.retire``) and the client gets 504; no free thread
+    is 503.
     """
     try:
         future = await slots.run(executor, call)
@@ -165,25 +168,8 @@ async def run_blocking(
     try:
         return await asyncio.wait_for(future, timeout)  # type: ignore[no-any-return]
     except TimeoutError:
-        recycle(service)
+        service.retire()  # the thread stays stuck in the hook: everything behind it would wait
         return service.timed_out(request, endpoint)
-
-
-#: Set by the launcher in a supervised worker: stops this worker's server gracefully.
-STOP_WORKER: list[Any] = []
-
-
-def recycle(service: PredictionService) -> None:
-    """Take this worker out of service: no new connections, answers in flight finish, exit.
-
-    Its model thread is stuck, so everything queued behind it would wait for ever; the
-    supervisor replaces the worker when it exits (see ``supervisor.RECYCLE_STATUS``).
-    """
-    if service.recycling:
-        return
-    service.recycling = True
-    if STOP_WORKER:
-        STOP_WORKER[0]()
 
 
 def _core_request(request: Request, body: bytes = b"") -> CoreRequest:
@@ -234,9 +220,7 @@ def _endpoint(
     async def endpoint(request: Request) -> Response:
         try:
             body = (
-                await read_asgi_body(
-                    request.scope, request.receive, limit, service.body_too_large()
-                )
+                await read_asgi_body(request.scope, request.receive, limit, service.body_too_large)
                 if request.method in ("POST", "PUT")
                 else b""
             )
@@ -376,7 +360,7 @@ class PredictLane:
             await app(scope, receive, send)
             return
         try:
-            body = await read_asgi_body(scope, receive, self.limit, self.service.body_too_large())
+            body = await read_asgi_body(scope, receive, self.limit, self.service.body_too_large)
         except ClientGone:
             return
         except RequestError as exc:

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,7 +35,9 @@ from tandem.servers.extensions import load_extension
 _READ_SIZE = 256 * 1024
 
 
-def read_wsgi_body(environ: dict[str, Any], limit: int, too_large: RequestError) -> bytes:
+def read_wsgi_body(
+    environ: dict[str, Any], limit: int, too_large: Callable[[], RequestError]
+) -> bytes:
     """The request's whole body, or an error: never a prefix of it.
 
     Werkzeug's own limit (``MAX_CONTENT_LENGTH``) stops reading a chunked body at the limit and
@@ -54,7 +57,7 @@ def read_wsgi_body(environ: dict[str, Any], limit: int, too_large: RequestError)
                 raise IncompleteBody
             length = int(declared)
             if length > limit:
-                raise too_large
+                raise too_large()
             parts, size = [], 0
             while size < length:
                 part = stream.read(min(_READ_SIZE, length - size))
@@ -70,7 +73,7 @@ def read_wsgi_body(environ: dict[str, Any], limit: int, too_large: RequestError)
                 return b"".join(parts)
             size += len(part)
             if size > limit:
-                raise too_large
+                raise too_large()
             parts.append(part)
     except RequestError:
         raise
@@ -143,10 +146,6 @@ def _alarm(signum: int, frame: object) -> None:
     raise _Deadline
 
 
-#: Set by the launcher in a Gunicorn worker: retire this worker after the current request.
-RECYCLE_WORKER: list[Any] = []
-
-
 class WholeBody:
     """WSGI middleware, outermost on every Flask stack: nothing runs on a body not read whole,
     and no request runs past ``DRUM_CLIENT_REQUEST_TIMEOUT``.
@@ -192,7 +191,7 @@ class WholeBody:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if _has_body(environ):
             try:
-                body = read_wsgi_body(environ, self.limit, self.service.body_too_large())
+                body = read_wsgi_body(environ, self.limit, self.service.body_too_large)
             except RequestError as exc:
                 return self._answer(environ, start_response, exc)
             environ["wsgi.input"] = io.BytesIO(body)
@@ -206,9 +205,7 @@ class WholeBody:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             return result
         except _Deadline:
-            self.service.recycling = bool(RECYCLE_WORKER)
-            if RECYCLE_WORKER:
-                RECYCLE_WORKER[0]()
+            self.service.retire()  # the interrupted hook may have left the model half-done
             return self._answer(environ, start_response, None)
         finally:
             if armed:

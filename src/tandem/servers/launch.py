@@ -243,7 +243,6 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
-    from tandem.servers import flask_app
     from tandem.servers.flask_app import create_app
     from tandem.servers.supervisor import (
         OOM_EXIT_STATUS,
@@ -254,7 +253,8 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     )
 
     # Load once in the master, before fork: workers share the model's pages copy-on-write.
-    app = create_app(_load_service(settings, before_fork=True))
+    service = _load_service(settings, before_fork=True)
+    app = create_app(service)
     freeze_heap()
     params = Params()
 
@@ -280,7 +280,7 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
             worker.tandem_recycled = True
             worker.alive = False
 
-        flask_app.RECYCLE_WORKER[:] = [retire]
+        service.on_retire = retire
 
     def worker_exit(server: Any, worker: Any) -> None:
         beat = getattr(worker, "tandem_heartbeat", None)
@@ -433,7 +433,7 @@ def uvicorn_loop(params: Params) -> str:
 def _serve_uvicorn(settings: ServeSettings) -> int:
     import uvicorn
 
-    from tandem.servers import connections, fastapi_app
+    from tandem.servers import connections
     from tandem.servers.fastapi_app import create_app
     from tandem.servers.supervisor import RECYCLE_STATUS, PreforkSupervisor
 
@@ -482,7 +482,7 @@ def _serve_uvicorn(settings: ServeSettings) -> int:
             watchdog.daemon = True
             watchdog.start()
 
-        fastapi_app.STOP_WORKER[:] = [stop_worker]
+        service.on_retire = stop_worker
         server.run(sockets=[listener])
         if service.recycling:
             raise SystemExit(RECYCLE_STATUS)
