@@ -8,3 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The `drum` command (tandem-drum), unless DataRobot's datarobot-drum is here to provide it.
+if ! .venv/bin/python -m pip show --quiet datarobot-drum >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet --no-deps ./packaging/tandem-drum
+fi

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -104,10 +105,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, help="DataRobot's build only (refused)", **options)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "tandem") -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="tandem",
+        prog=prog,
         description="Serve DRUM custom models on Flask or FastAPI (drop-in for `drum server`).",
     )
     parser.add_argument(
@@ -244,9 +245,48 @@ def _write(path: str | None, data: bytes) -> None:
         sys.stdout.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tandem`` and ``drum`` console scripts."""
-    parser = build_parser()
+#: ``drum`` subcommands that only DataRobot's DRUM has; Tandem runs ``server`` and ``score``.
+DRUM_ONLY_COMMANDS = ("fit", "perf-test", "validation", "new", "push")
+
+
+def drum_main(argv: Sequence[str] | None = None) -> int:
+    """The ``drum`` command where DataRobot's DRUM is not installed (its entry point's twin).
+
+    Where DRUM is installed, its own ``drum`` script runs and only ``server``/``score`` reach
+    Tandem (see ``_tandem_drum``), so this answers DRUM's other subcommands in one line.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in ("server", "score", None) and _real_drum_installed():
+        # This `drum` script was installed over DRUM's own; its other subcommands stay DRUM's.
+        from datarobot_drum.drum.entry_point import run_drum_server
+
+        sys.argv[1:] = args
+        return int(run_drum_server() or 0)
+    if command in DRUM_ONLY_COMMANDS:
+        print(
+            f"drum: error: 'drum {command}' is DataRobot's DRUM, which is not installed here "
+            "(Tandem runs 'drum server' and 'drum score'): pip install datarobot-drum",
+            file=sys.stderr,
+        )
+        return 2
+    return main(args, prog="drum")
+
+
+def _real_drum_installed() -> bool:
+    """Whether DataRobot's ``datarobot_drum`` (not Tandem's stand-in) is importable."""
+    import _tandem_drum
+
+    try:
+        spec = importlib.util.find_spec("datarobot_drum")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and not _tandem_drum.is_compat(spec.origin)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "tandem") -> int:
+    """Entry point of the ``tandem`` command (and of ``drum server``/``drum score``)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.command in PLUGINS:
         from tandem.observability.logs import configure_logging

@@ -164,3 +164,28 @@ class CustomHTTPError(BaseCustomUserError):
 
 class QueryKeyError(KeyError):
     """A hook indexed a query parameter the request does not have (Werkzeug's 400 in DRUM)."""
+
+
+#: Every class whose instances are a model's deliberate errors: Tandem's own and, once a model has
+#: imported it, DataRobot's ``datarobot_drum`` when that package is installed beside Tandem.
+_user_error_types: tuple[type[BaseException], ...] = (BaseCustomUserError,)
+
+
+def adopt_drum_user_errors() -> None:
+    """Treat DataRobot's ``BaseCustomUserError`` as Tandem's own, if a model imported it.
+
+    With ``datarobot-drum`` installed, ``from datarobot_drum import CustomHTTPError`` in a model
+    gives DataRobot's class, not Tandem's; its status and message must still reach the client.
+    """
+    global _user_error_types
+    import sys
+
+    module = sys.modules.get("datarobot_drum.drum.exceptions")
+    base = getattr(module, "BaseCustomUserError", None)
+    if isinstance(base, type) and issubclass(base, BaseException) and base not in _user_error_types:
+        _user_error_types = (*_user_error_types, base)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised on purpose by the model (``CustomHTTPError`` and kin)."""
+    return isinstance(exc, _user_error_types)

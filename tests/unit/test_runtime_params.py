@@ -138,6 +138,9 @@ def test_runtime_parameters_has_is_true_for_invalid_values(monkeypatch: pytest.M
 
 
 def test_datarobot_drum_shim_exports_the_same_class() -> None:
+    import _tandem_drum
+
+    _tandem_drum.install()
     import datarobot_drum
 
     assert datarobot_drum.RuntimeParameters is RuntimeParameters

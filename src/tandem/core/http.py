@@ -11,12 +11,12 @@ from typing import Any
 
 from tandem.errors import (
     BadRequest,
-    BaseCustomUserError,
     PlainBadRequest,
     QueryKeyError,
     RequestError,
     SchemaValidationError,
     capped,
+    is_user_error,
 )
 from tandem.version import DRUM_COMPAT_VERSION
 
@@ -138,7 +138,7 @@ def message(text: str, status: int) -> Response:
 
 def error_response(exc: BaseException) -> Response:
     """The single mapping from an exception to the response a client sees."""
-    if isinstance(exc, BaseCustomUserError):
+    if is_user_error(exc):
         status = int(getattr(exc, "status_code", 400))
         return json_response({"message": str(exc)}, status, [("X-Drum-User-Http-Error", "true")])
     if isinstance(exc, QueryKeyError):

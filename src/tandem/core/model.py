@@ -16,7 +16,13 @@ from typing import Any
 import pandas as pd
 
 from tandem.core import artifacts, fastpath, marshal, payload
-from tandem.errors import BaseCustomUserError, InvalidInput, ModelError, ModelLoadError
+from tandem.errors import (
+    InvalidInput,
+    ModelError,
+    ModelLoadError,
+    adopt_drum_user_errors,
+    is_user_error,
+)
 from tandem.settings import ServeSettings
 
 logger = logging.getLogger("tandem.model")
@@ -99,9 +105,25 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     return module
 
 
+def drum_target_type(value: str) -> Any:
+    """``target_type`` for the ``score`` hook, as the model's own ``TargetType`` if it has one.
+
+    A model that imported DataRobot's ``datarobot_drum.drum.enum`` compares ``target_type`` with
+    that module's ``TargetType`` (a plain Enum, unequal to Tandem's), so it gets that one.
+    """
+    module = sys.modules.get("datarobot_drum.drum.enum")
+    theirs = getattr(module, "TargetType", None)
+    if isinstance(theirs, type) and theirs is not TargetType:
+        try:
+            return theirs(value)
+        except ValueError:
+            pass
+    return TargetType(value)
+
+
 def hook_error(exc: BaseException, message: str) -> BaseException:
     """Wrap a hook failure as DRUM does; user HTTP errors pass through unchanged."""
-    if isinstance(exc, BaseCustomUserError):
+    if is_user_error(exc):
         return exc
     return ModelError(f"{message} Exception: {exc!r}")
 
@@ -124,12 +146,17 @@ class LoadedModel:
         self.model: Any = None
         self.predictor: artifacts.ArtifactPredictor | None = None
         self.fast: fastpath.FastPlan | None = None
+        self._target_type_value: Any = TargetType(self.target_type)
         self._load()
 
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
         code_dir = self.settings.code_dir
+        # `import datarobot_drum` in the model: DataRobot's package if installed, else Tandem's.
+        import _tandem_drum
+
+        _tandem_drum.install()
         if str(code_dir) not in sys.path:
             sys.path.append(str(code_dir))
         custom_file = find_custom_file(code_dir)
@@ -143,6 +170,8 @@ class LoadedModel:
                     "\n\nRunning environment language: Python.\nFailed loading hooks from "
                     f"[{custom_file}] : {exc}"
                 ) from exc
+            adopt_drum_user_errors()
+            self._target_type_value = drum_target_type(self.target_type)
             names = UNSTRUCTURED_HOOKS if self.target_type == "unstructured" else HOOKS
             self.hooks = {
                 n: getattr(module, n) for n in names if callable(getattr(module, n, None))
@@ -243,7 +272,7 @@ class LoadedModel:
             "mimetype": mimetype,
             "charset": charset,
             "sparse_colnames": colnames,
-            "target_type": TargetType(self.target_type),
+            "target_type": self._target_type_value,
         }
         if self.target_type == "binary":
             kwargs["positive_class_label"] = s.positive_class_label

@@ -1,5 +1,6 @@
-"""Compatibility shim so DRUM models run unchanged without DataRobot's package installed.
+"""Tandem's ``datarobot_drum``: the names DRUM models import, for environments without DRUM.
 
+Served only when DataRobot's ``datarobot-drum`` is not installed (see ``_tandem_drum``);
 ``from datarobot_drum import RuntimeParameters, CustomHTTPError`` resolves to Tandem's versions.
 """
 
