@@ -117,5 +117,7 @@ def settings_for(spec: ModelSpec, code_dir: Path, server_type: str) -> ServeSett
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_RUNTIME_PARAM_")}
     env.update(dict(spec.env))
     env["MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE"] = server_type
-    args = build_parser().parse_args(["server", "--code-dir", str(code_dir), *spec.args])
+    args = build_parser().parse_args(
+        ["server", "--code-dir", str(code_dir), *spec.cli_args(code_dir)]
+    )
     return build_settings(merge_env(args, env), env)

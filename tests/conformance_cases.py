@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tests.support import build_sklearn_artifact, fixture_dir
+from tests.support import FIXTURES, build_sklearn_artifact, fixture_dir
 
 
 @dataclass(frozen=True)
@@ -21,16 +22,26 @@ class ModelSpec:
     source: str
     """Fixture folder name, or ``sklearn:<kind>`` for an artifact built at test time."""
     args: tuple[str, ...]
+    """Command-line flags; ``{code_dir}`` stands for the built code dir's path."""
     env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
+    """Extra files (name, text) written into the code dir."""
 
     def build(self, root: Path) -> Path:
         """Materialise the code dir under ``root``."""
         if self.source.startswith("sklearn:"):
-            return build_sklearn_artifact(root / self.name, self.source.split(":", 1)[1])
-        target = fixture_dir(self.source, root)
-        if target.name != self.name:
-            target = target.rename(root / self.name)
+            target = build_sklearn_artifact(root / self.name, self.source.split(":", 1)[1])
+        else:
+            target = fixture_dir(self.source, root)
+            if target.name != self.name:
+                target = target.rename(root / self.name)
+        for name, text in self.files:
+            (target / name).write_text(text)
         return target
+
+    def cli_args(self, code_dir: Path) -> list[str]:
+        """The flags with ``{code_dir}`` filled in."""
+        return [a.replace("{code_dir}", str(code_dir)) for a in self.args]
 
 
 BINARY = (
@@ -41,6 +52,56 @@ BINARY = (
     "--negative-class-label",
     "no",
 )
+
+
+def _target(name: str, kind: str, mapping: list[list[Any]] | None, threshold: float) -> str:
+    return json.dumps(
+        {
+            "target": {
+                "class_mapping": mapping,
+                "missing_maps_to": None,
+                "name": name,
+                "prediction_threshold": threshold,
+                "type": kind,
+            }
+        }
+    )
+
+
+#: ``--deployment-config`` files: the class mappings are out of index order on purpose.
+DEPLOYMENT_CONFIGS = {
+    "regression": _target("Grade 2014", "Regression", None, 0.5),
+    "binary": _target("Species", "Binary", [["yes", 1], ["no", 0]], 0.3),
+    "multiclass": _target("class", "Multiclass", [["c", 2], ["a", 0], ["b", 1]], 0.5),
+}
+#: What DRUM 1.18.1 answered to the same requests (how it was recorded is in the file).
+DRUM_PPS_ANSWERS: dict[str, dict[str, Any]] = json.loads(
+    (FIXTURES.parent / "drum_answers" / "deployment_config.json").read_text()
+)["answers"]
+
+
+def _pps(name: str, source: str, args: tuple[str, ...], config: str) -> ModelSpec:
+    return ModelSpec(
+        f"pps_{name}",
+        source,
+        (*args, "--deployment-config", "{code_dir}/deployment.json"),
+        files=(("deployment.json", DEPLOYMENT_CONFIGS[config]),),
+    )
+
+
+PPS_MODELS = [
+    _pps("regression", "sklearn:regression", ("--target-type", "regression"), "regression"),
+    _pps("anomaly", "regression_hooks", ("--target-type", "anomaly"), "regression"),
+    _pps("binary", "sklearn:binary", BINARY, "binary"),
+    _pps(
+        "multiclass",
+        "sklearn:multiclass",
+        ("--target-type", "multiclass", "--class-labels", "a", "b", "c"),
+        "multiclass",
+    ),
+    _pps("extra_output", "extra_output", ("--target-type", "regression"), "regression"),
+    _pps("binary_hooks", "binary_hooks", BINARY, "binary"),
+]
 
 MODELS: dict[str, ModelSpec] = {
     m.name: m
@@ -85,6 +146,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "error_server", "broken_import", ("--target-type", "regression", "--with-error-server")
         ),
+        *PPS_MODELS,
     ]
 }
 
@@ -114,6 +176,7 @@ class Case:
 
 CSV = b"a,b,c\n1,2,3\n4,5,6\n"
 CSV_TYPE = (("Content-Type", "text/csv"),)
+PPS_CSV = b"a,b,c\n1,2,3\n4,5,6\n-1,0.5,2\n"
 SAMPLES = (
     b'{"message":"ERROR: Samples should be provided as:   - a csv or mtx under `X` form-data '
     b'param key.  - binary data"}\n'
@@ -935,4 +998,19 @@ CASES: list[Case] = [
     ),
     Case("error-server-health", "error_server", "GET", "/health/", status=513),
     Case("error-server-info", "error_server", "GET", "/info/", status=513),
+    # --deployment-config: DataRobot's prediction-API shape, byte for byte as DRUM 1.18.1 wrote it
+    *(
+        Case(
+            f"pps-{name}",
+            f"pps_{name}",
+            "POST",
+            "/predict/",
+            PPS_CSV,
+            CSV_TYPE,
+            status=answer["status"],
+            body_exact=answer["body"].encode(),
+            content_type=answer["content_type"],
+        )
+        for name, answer in DRUM_PPS_ANSWERS.items()
+    ),
 ]

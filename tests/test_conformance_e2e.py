@@ -20,7 +20,7 @@ def test_model_on_every_stack(model: str, tmp_path: Path) -> None:
     spec = MODELS[model]
     code_dir = spec.build(tmp_path)
     servers = {
-        st: ServerProcess(code_dir, st, args=list(spec.args), env=dict(spec.env))
+        st: ServerProcess(code_dir, st, args=spec.cli_args(code_dir), env=dict(spec.env))
         for st in SERVER_TYPES
     }
     with ThreadPoolExecutor(len(servers)) as pool:

@@ -30,6 +30,7 @@ ENV_VALUES = {
     "class_labels": "CLASS_LABELS",
     "address": "ADDRESS",
     "max_workers": "MAX_WORKERS",
+    "deployment_config": "DEPLOYMENT_CONFIG",
 }
 #: Boolean options enabled by a truthy environment variable.
 ENV_FLAGS = {
@@ -105,6 +106,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, help="DataRobot's build only (refused)", **options)
 
 
+def existing_file(arg: str) -> str:
+    """argparse type of DRUM's file flags: the path must exist (DRUM's message)."""
+    if not os.path.exists(arg):
+        raise argparse.ArgumentTypeError(f"The file {arg} does not exist!")
+    return os.path.realpath(arg)
+
+
 def build_parser(prog: str = "tandem") -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -127,6 +135,12 @@ def build_parser(prog: str = "tandem") -> argparse.ArgumentParser:
         help="serve 513 errors instead of exiting when the model fails to load",
     )
     server.add_argument("--production", action="store_true", default=None)
+    server.add_argument(
+        "--deployment-config",
+        metavar="FILE",
+        type=existing_file,
+        help="answer /predict/ in DataRobot's prediction-API shape (env: DEPLOYMENT_CONFIG)",
+    )
     server.add_argument("--show-perf", action="store_true", help="collect /stats/ timings")
     server.add_argument(
         "--explain-server-type",

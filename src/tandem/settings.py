@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tandem.core import deployment_config
 from tandem.core.cors import Cors
 from tandem.errors import ConfigError
 from tandem.metadata import read_metadata
@@ -110,6 +111,8 @@ class ServeSettings:
     header_timeout: float = 30.0
     """``DRUM_UVICORN_HEADER_TIMEOUT``: seconds a client has to send a request's headers, on
     every stack (slow-header clients are dropped, with 408 where the server can answer)."""
+    deployment_config: dict[str, Any] | None = None
+    """``--deployment-config``: answer ``/predict/`` in DataRobot's prediction-API shape."""
     request_timeout: float = 120.0
     """``DRUM_CLIENT_REQUEST_TIMEOUT``: seconds a model call may take before the client gets 504
     and the worker is replaced (0: no limit)."""
@@ -302,6 +305,11 @@ def build_settings(
         or DEFAULT_MAX_BODY_SIZE,
         metadata=metadata,
         show_perf=bool(cli.get("show_perf")),
+        deployment_config=(
+            deployment_config.load(cli["deployment_config"])
+            if cli.get("deployment_config")
+            else None
+        ),
         request_timeout=float(
             params.int("DRUM_CLIENT_REQUEST_TIMEOUT", 120, minimum=0, maximum=3600) or 0
         ),

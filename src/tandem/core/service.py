@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from tandem.core import payload
+from tandem.core import deployment_config, payload
 from tandem.core.http import (
     JSON,
     Request,
@@ -444,7 +444,7 @@ class PredictionService:
                 "/predictionsUnstructured/ endpoint."
             )
         model = self._model
-        if model.fast is not None:
+        if model.fast is not None and self.settings.deployment_config is None:
             # One step that parses, scores and renders without pandas; None means "not here".
             with self.tracing.child("score", size=len(request.body), fast_path=True):
                 data, mimetype, charset, colnames, _ = self._fetch(request, "X")
@@ -457,7 +457,11 @@ class PredictionService:
         with self.tracing.child("score"):
             result = model.predict_frame(frame, data, mimetype, charset, colnames)
         with self.tracing.child("serialise"):
-            body = render_predictions(result)
+            config = self.settings.deployment_config
+            if config is None:
+                body = render_predictions(result)
+            else:
+                body = deployment_config.render(result.predictions, result.extra, config, target)
         return Response(200, body, JSON)
 
     # -- transform ---------------------------------------------------------------------------
