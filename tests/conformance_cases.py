@@ -32,9 +32,7 @@ class ModelSpec:
         if self.source.startswith("sklearn:"):
             target = build_sklearn_artifact(root / self.name, self.source.split(":", 1)[1])
         else:
-            target = fixture_dir(self.source, root)
-            if target.name != self.name:
-                target = target.rename(root / self.name)
+            target = fixture_dir(self.source, root / f".{self.name}").rename(root / self.name)
         for name, text in self.files:
             (target / name).write_text(text)
         return target

@@ -209,6 +209,7 @@ def test_env_tables_match_drum() -> None:
         "class_labels": "CLASS_LABELS",
         "address": "ADDRESS",
         "max_workers": "MAX_WORKERS",
+        "deployment_config": "DEPLOYMENT_CONFIG",
     }
     assert ENV_FLAGS == {
         "with_error_server": "WITH_ERROR_SERVER",
