@@ -31,12 +31,15 @@ ENV_VALUES = {
     "address": "ADDRESS",
     "max_workers": "MAX_WORKERS",
     "deployment_config": "DEPLOYMENT_CONFIG",
+    "webserver": "EXTERNAL_WEB_SERVER_URL",
+    "api_token": "API_TOKEN",
 }
 #: Boolean options enabled by a truthy environment variable.
 ENV_FLAGS = {
     "with_error_server": "WITH_ERROR_SERVER",
     "production": "PRODUCTION",
     "show_stacktrace": "SHOW_STACKTRACE",
+    "allow_dr_api_access": "ALLOW_DR_API_ACCESS_FOR_ALL_CUSTOM_MODELS",
 }
 _TRUTHY = {"1", "true", "yes", "y", "t", "on"}
 
@@ -102,6 +105,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-stacktrace", action="store_true", default=None)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--language", choices=("python",), help="only python is supported")
+    parser.add_argument(
+        "--allow-dr-api-access",
+        action="store_true",
+        default=None,
+        help="configure DataRobot's Python client in the model (env: "
+        "ALLOW_DR_API_ACCESS_FOR_ALL_CUSTOM_MODELS)",
+    )
+    parser.add_argument(
+        "--webserver", help="DataRobot external web server URL (env: EXTERNAL_WEB_SERVER_URL)"
+    )
+    parser.add_argument("--api-token", help="DataRobot API token (env: API_TOKEN)")
     for flag, (options, _) in BUILD_ONLY_FLAGS.items():
         parser.add_argument(flag, help="DataRobot's build only (refused)", **options)
 

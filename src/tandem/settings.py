@@ -10,6 +10,7 @@ from typing import Any
 
 from tandem.core import deployment_config
 from tandem.core.cors import Cors
+from tandem.core.drapi import ApiAccess
 from tandem.errors import ConfigError
 from tandem.metadata import read_metadata
 from tandem.runtime_params import Params
@@ -111,6 +112,8 @@ class ServeSettings:
     header_timeout: float = 30.0
     """``DRUM_UVICORN_HEADER_TIMEOUT``: seconds a client has to send a request's headers, on
     every stack (slow-header clients are dropped, with 408 where the server can answer)."""
+    api_access: ApiAccess | None = None
+    """``--allow-dr-api-access``: DataRobot's client configured for the model."""
     deployment_config: dict[str, Any] | None = None
     """``--deployment-config``: answer ``/predict/`` in DataRobot's prediction-API shape."""
     request_timeout: float = 120.0
@@ -305,6 +308,9 @@ def build_settings(
         or DEFAULT_MAX_BODY_SIZE,
         metadata=metadata,
         show_perf=bool(cli.get("show_perf")),
+        api_access=ApiAccess.from_options(
+            bool(cli.get("allow_dr_api_access")), cli.get("webserver"), cli.get("api_token")
+        ),
         deployment_config=(
             deployment_config.load(cli["deployment_config"])
             if cli.get("deployment_config")

@@ -210,11 +210,14 @@ def test_env_tables_match_drum() -> None:
         "address": "ADDRESS",
         "max_workers": "MAX_WORKERS",
         "deployment_config": "DEPLOYMENT_CONFIG",
+        "webserver": "EXTERNAL_WEB_SERVER_URL",
+        "api_token": "API_TOKEN",
     }
     assert ENV_FLAGS == {
         "with_error_server": "WITH_ERROR_SERVER",
         "production": "PRODUCTION",
         "show_stacktrace": "SHOW_STACKTRACE",
+        "allow_dr_api_access": "ALLOW_DR_API_ACCESS_FOR_ALL_CUSTOM_MODELS",
     }
 
 

@@ -129,6 +129,8 @@ class PredictionService:
     def load(cls, settings: ServeSettings) -> PredictionService:
         """Load the model; with ``--with-error-server`` a failure becomes an error service."""
         try:
+            if settings.api_access is not None:
+                settings.api_access.apply()
             return cls(settings, LoadedModel(settings))
         except Exception as exc:
             if not settings.with_error_server:
