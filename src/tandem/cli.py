@@ -11,6 +11,8 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--webserver", help="DataRobot external web server URL (env: EXTERNAL_WEB_SERVER_URL)"
     )
     parser.add_argument("--api-token", help="DataRobot API token (env: API_TOKEN)")
+    parser.add_argument(
+        "--query", help="unstructured only: query string the model gets (as 'a=1&b=2')"
+    )
+    parser.add_argument(
+        "--content-type",
+        help=f"unstructured only: the input's Content-Type (default: {SCORE_CONTENT_TYPE!r})",
+    )
     for flag, (options, _) in BUILD_ONLY_FLAGS.items():
         parser.add_argument(flag, help="DataRobot's build only (refused)", **options)
 
@@ -167,6 +176,9 @@ def build_parser(prog: str = "tandem") -> argparse.ArgumentParser:
     score.add_argument("--input", required=True, help="CSV or .mtx file to score")
     score.add_argument("--output", help="output file (.json for the server's JSON, else CSV)")
     score.add_argument("--sparse-column-file", help="column names for a .mtx input")
+    score.add_argument(
+        "--show-perf", action="store_true", help="print load and scoring times, as DRUM does"
+    )
     for module in PLUGINS.values():
         importlib.import_module(module).add_parser(sub)
     return parser
@@ -196,10 +208,27 @@ def merge_env(
     return options
 
 
+#: What ``drum score`` sends an unstructured model when ``--content-type`` is absent (DRUM's).
+SCORE_CONTENT_TYPE = "text/plain; charset=utf8"
+
+
+def _check_unstructured_flags(options: dict[str, Any], target_type: str) -> None:
+    """DRUM's rule: ``--query`` and ``--content-type`` belong to unstructured models only."""
+    if target_type == "unstructured":
+        return
+    for flag in ("query", "content_type"):
+        if options.get(flag):
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} argument can be used only with --target-type "
+                "unstructured"
+            )
+
+
 def _server(options: dict[str, Any]) -> int:
     from tandem.settings import build_settings
 
     settings = build_settings(options)
+    _check_unstructured_flags(options, settings.target_type)
     if options.get("explain_server_type"):
         decision = settings.server
         print(
@@ -220,23 +249,23 @@ def _score(options: dict[str, Any]) -> int:
     from tandem.core.service import PredictionService
     from tandem.settings import build_settings
 
+    started = time.perf_counter()
     options.setdefault("address", None)
     path = Path(options["input"])
     data = _read_file(path, "--input")
     settings = build_settings(options)
+    _check_unstructured_flags(options, settings.target_type)
     service = PredictionService.load(settings)
     assert service.model is not None
+    loaded = time.perf_counter()
     out_path = options.get("output")
     if settings.target_type == "unstructured":
-        from tandem.core.service import _unstructured_response
-
-        text: str | bytes = data.decode("utf-8")
-        result = service.model.score_unstructured(
-            text, mimetype="text/plain", charset="utf-8", query={}, headers={}
-        )
-        body = _unstructured_response(result).body
+        query = dict(urllib.parse.parse_qsl(options.get("query") or ""))
+        content_type = options.get("content_type") or SCORE_CONTENT_TYPE
+        body = service.run_unstructured(data, content_type, query, None).body
         assert isinstance(body, bytes)
         _write(out_path, body)
+        _print_perf(options, started, loaded)
         return 0
     mimetype = MTX_MIMETYPE if path.suffix == ".mtx" else "text/csv"
     colnames = None
@@ -254,7 +283,21 @@ def _score(options: dict[str, Any]) -> int:
     if result.extra is not None:
         frame = frame.join(result.extra)
     _write(out_path, frame.to_csv(index=False).encode("utf-8"))
+    _print_perf(options, started, loaded)
     return 0
+
+
+def _print_perf(options: dict[str, Any], started: float, loaded: float) -> None:
+    """``--show-perf``: DRUM's three timings (one run, so min = avg = max)."""
+    if not options.get("show_perf"):
+        return
+    end = time.perf_counter()
+    for name, seconds in (
+        ("Full time", end - started),
+        ("Init time (incl model loading)", loaded - started),
+        ("Run time (incl reading CSV)", end - loaded),
+    ):
+        print(f"{name}:\n\tsec: min: {seconds:.2f}; avg: {seconds:.2f}; max: {seconds:.2f}")
 
 
 def _read_file(path: Path, flag: str) -> bytes:

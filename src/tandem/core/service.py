@@ -507,20 +507,37 @@ class PredictionService:
                 f"This model has target type {TargetType(target)}, use either /predict/ or "
                 "/predictions/ endpoint."
             )
-        mimetype, charset = payload.parse_content_type(request.content_type)
+        return self.run_unstructured(
+            request.body, request.content_type, request.query, dict(request.headers)
+        )
+
+    def run_unstructured(
+        self,
+        body: bytes,
+        content_type: str | None,
+        query: dict[str, str],
+        headers: dict[str, str] | None,
+    ) -> Response:
+        """``score_unstructured`` on raw bytes: the HTTP route and ``tandem score`` share it.
+
+        Text (and JSON) bodies reach the hook decoded with their charset, others as bytes;
+        ``headers`` is None where there is no HTTP request (DRUM's ``score`` passes none).
+        """
+        mimetype, charset = payload.parse_content_type(content_type)
         mimetype = mimetype or TEXT_DEFAULT
-        data: str | bytes = request.body
+        data: str | bytes = body
         kwargs: dict[str, Any] = {"mimetype": mimetype}
         if mimetype.startswith("text/") or mimetype == "application/json":
             charset = charset or "utf-8"
             try:
-                data = request.body.decode(charset)
+                data = body.decode(charset)
             except (LookupError, UnicodeDecodeError) as exc:
                 raise ModelError(str(exc)) from None
         if charset is not None:
             kwargs["charset"] = charset
-        kwargs["query"] = request.query
-        kwargs["headers"] = dict(request.headers)
+        kwargs["query"] = query
+        if headers is not None:
+            kwargs["headers"] = headers
         result = self._model.score_unstructured(data, **kwargs)
         return _unstructured_response(result)
 
