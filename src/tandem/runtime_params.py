@@ -48,7 +48,11 @@ def _validate_envelope(name: str, raw: str, doc: Any) -> Any:
             )
         return payload
     if kind == "numeric":
-        if isinstance(payload, bool) or not isinstance(payload, (int, float, str)):
+        if isinstance(payload, bool):
+            # DRUM's trafaret Float takes every real number, booleans included, and returns it
+            # unchanged; ``--runtime-params-file`` exports a YAML ``true`` for a numeric as such.
+            return payload
+        if not isinstance(payload, (int, float, str)):
             raise RuntimeParameterError(
                 f"Invalid runtime parameter! env_value={raw}, exception: value can't be "
                 "converted to float"
@@ -186,6 +190,9 @@ class Params:
         if got is None or got[0] is None:
             return default
         value, source = got
+        if isinstance(value, bool):
+            # A real number to DRUM (True is 1), but never what a Tandem setting means.
+            raise RuntimeParameterError(f"{source} has value {value!r}; expected a number")
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):

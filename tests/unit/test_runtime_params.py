@@ -35,6 +35,8 @@ def envelope(kind: str, payload: Any) -> str:
         (envelope("numeric", "123"), "123"),
         (envelope("numeric", -7), -7),
         (envelope("numeric", None), None),
+        # DRUM's trafaret Float takes booleans (real numbers) and returns them unchanged.
+        (envelope("numeric", True), True),
         (
             envelope("credential", {"credentialType": "s3", "awsAccessKeyId": "AK"}),
             {"credentialType": "s3", "awsAccessKeyId": "AK"},
@@ -65,7 +67,6 @@ def test_numeric_int_stays_int_and_string_stays_string() -> None:
         (envelope("boolean", "true"), "value should be True or False"),
         (envelope("boolean", 1), "value should be True or False"),
         (envelope("numeric", "abc"), "value can't be converted to float"),
-        (envelope("numeric", True), "value can't be converted to float"),
         (envelope("numeric", [1]), "value can't be converted to float"),
         (envelope("numeric", {"a": 1}), "value can't be converted to float"),
         ('{"type": "numeric", "payload": ' + "9" * 400 + "}", "value can't be converted to float"),
@@ -324,6 +325,12 @@ def test_float_default_when_unset_or_null() -> None:
             0,
             100,
             "MLOPS_RUNTIME_PARAM_N has value {'credentialType': 's3'}; expected a number",
+        ),
+        (
+            {"MLOPS_RUNTIME_PARAM_N": envelope("numeric", True)},
+            0,
+            100,
+            "MLOPS_RUNTIME_PARAM_N has value True; expected a number",
         ),
     ],
 )
