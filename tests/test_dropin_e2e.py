@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from tests.support import SERVER_TYPES, ServerProcess, fixture_dir
+from tests.support import SERVER_TYPES, ServerProcess, build_sklearn_artifact, fixture_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -61,3 +62,53 @@ def test_dr_api_access_configures_datarobots_client(tmp_path: Path, server_type:
         info = httpx.get(server.url + "/info/").text
     assert token not in info
     assert token not in server.logs()
+
+
+@pytest.mark.parametrize("server_type", SERVER_TYPES)
+def test_lazy_loading_puts_the_artifact_in_place_before_load(
+    tmp_path: Path, server_type: str
+) -> None:
+    """The code dir ships no artifact; --lazy-loading-file fetches it from a file:// repository."""
+    built = build_sklearn_artifact(tmp_path / "built", "regression")
+    store = tmp_path / "store" / "bucket" / "models"
+    store.mkdir(parents=True)
+    (built / "model.pkl").rename(store / "model.pkl")
+    code_dir = tmp_path / "code"
+    code_dir.mkdir()
+    lazy = tmp_path / "lazy.yaml"
+    lazy.write_text(
+        yaml.safe_dump(
+            {
+                "files": [
+                    {
+                        "remotePath": "models/model.pkl",
+                        "localPath": str(code_dir / "model.pkl"),
+                        "repositoryId": "local",
+                    }
+                ],
+                "repositories": [
+                    {
+                        "repositoryId": "local",
+                        "bucketName": "bucket",
+                        "credentialId": "none",
+                        "endpointUrl": (tmp_path / "store").as_uri(),
+                    }
+                ],
+                "credentials": [],
+            }
+        )
+    )
+    server = ServerProcess(
+        code_dir,
+        server_type,
+        args=["--target-type", "regression", "--lazy-loading-file", str(lazy)],
+    )
+    with server:
+        r = httpx.post(
+            server.url + "/predict/",
+            content=b"a,b,c\n1,2,3\n",
+            headers={"Content-Type": "text/csv"},
+        )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 1
+    assert (code_dir / "model.pkl").read_bytes() == (store / "model.pkl").read_bytes()

@@ -35,6 +35,7 @@ ENV_VALUES = {
     "deployment_config": "DEPLOYMENT_CONFIG",
     "webserver": "EXTERNAL_WEB_SERVER_URL",
     "api_token": "API_TOKEN",
+    "lazy_loading_file": "LAZY_LOADING_FILE",
 }
 #: Boolean options enabled by a truthy environment variable.
 ENV_FLAGS = {
@@ -118,6 +119,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--webserver", help="DataRobot external web server URL (env: EXTERNAL_WEB_SERVER_URL)"
     )
     parser.add_argument("--api-token", help="DataRobot API token (env: API_TOKEN)")
+    parser.add_argument(
+        "--lazy-loading-file",
+        type=existing_file,
+        metavar="FILE",
+        help="YAML file of artifacts to fetch before the model loads (env: LAZY_LOADING_FILE)",
+    )
     parser.add_argument(
         "--query", help="unstructured only: query string the model gets (as 'a=1&b=2')"
     )
@@ -224,9 +231,18 @@ def _check_unstructured_flags(options: dict[str, Any], target_type: str) -> None
             )
 
 
+def export_lazy_loading_file(options: dict[str, Any]) -> None:
+    """``--lazy-loading-file`` becomes DRUM's variables, which the model-loading process reads."""
+    if options.get("lazy_loading_file"):
+        from tandem.lazy_loading import export_file
+
+        export_file(options["lazy_loading_file"])
+
+
 def _server(options: dict[str, Any]) -> int:
     from tandem.settings import build_settings
 
+    export_lazy_loading_file(options)
     settings = build_settings(options)
     _check_unstructured_flags(options, settings.target_type)
     if options.get("explain_server_type"):
@@ -251,6 +267,7 @@ def _score(options: dict[str, Any]) -> int:
 
     started = time.perf_counter()
     options.setdefault("address", None)
+    export_lazy_loading_file(options)
     path = Path(options["input"])
     data = _read_file(path, "--input")
     settings = build_settings(options)

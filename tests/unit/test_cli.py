@@ -212,6 +212,7 @@ def test_env_tables_match_drum() -> None:
         "deployment_config": "DEPLOYMENT_CONFIG",
         "webserver": "EXTERNAL_WEB_SERVER_URL",
         "api_token": "API_TOKEN",
+        "lazy_loading_file": "LAZY_LOADING_FILE",
     }
     assert ENV_FLAGS == {
         "with_error_server": "WITH_ERROR_SERVER",
@@ -542,10 +543,11 @@ def test_score_to_stdout(tmp_path: Path, capsysbinary: pytest.CaptureFixture[byt
 
 
 def test_score_unstructured(tmp_path: Path) -> None:
+    """DRUM's default for `drum score`: text/plain; charset=utf8 (the charset as DRUM spells it)."""
     rc, out = score(tmp_path, UNSTRUCTURED, "héllo", "out.txt", "--target-type", "unstructured")
     assert rc == 0
     assert out is not None
-    assert out.read_text(encoding="utf-8") == "HÉLLO|text/plain|utf-8"
+    assert out.read_text(encoding="utf-8") == "HÉLLO|text/plain|utf8"
 
 
 def test_score_missing_input_is_a_one_line_error(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from tandem import lazy_loading
 from tandem.core import deployment_config, payload
 from tandem.core.http import (
     JSON,
@@ -131,6 +132,7 @@ class PredictionService:
         try:
             if settings.api_access is not None:
                 settings.api_access.apply()
+            lazy_loading.fetch()
             return cls(settings, LoadedModel(settings))
         except Exception as exc:
             if not settings.with_error_server:
