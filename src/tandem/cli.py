@@ -32,6 +32,7 @@ ENV_VALUES = {
     "class_labels": "CLASS_LABELS",
     "address": "ADDRESS",
     "max_workers": "MAX_WORKERS",
+    "runtime_params_file": "RUNTIME_PARAMS_FILE",
     "deployment_config": "DEPLOYMENT_CONFIG",
     "webserver": "EXTERNAL_WEB_SERVER_URL",
     "api_token": "API_TOKEN",
@@ -108,6 +109,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-stacktrace", action="store_true", default=None)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--language", choices=("python",), help="only python is supported")
+    parser.add_argument(
+        "--runtime-params-file",
+        type=existing_file,
+        metavar="FILE",
+        help="YAML file of runtime parameter values, checked against runtimeParameterDefinitions "
+        "in model-metadata.yaml and exported as MLOPS_RUNTIME_PARAM_* (env: RUNTIME_PARAMS_FILE)",
+    )
     parser.add_argument(
         "--allow-dr-api-access",
         action="store_true",
@@ -231,6 +239,20 @@ def _check_unstructured_flags(options: dict[str, Any], target_type: str) -> None
             )
 
 
+def apply_runtime_params_file(options: dict[str, Any]) -> None:
+    """Export ``--runtime-params-file``'s parameters before anything reads them (as DRUM does).
+
+    Runs in the start-up process, before the model loads and before any worker starts, so every
+    worker of every stack inherits them. Without a code dir nothing is loaded here: building the
+    settings then reports the missing ``--code-dir``.
+    """
+    values_file, code_dir = options.get("runtime_params_file"), options.get("code_dir")
+    if values_file and code_dir:
+        from tandem.runtime_params_file import apply_runtime_params_file as apply
+
+        apply(values_file, code_dir)
+
+
 def export_lazy_loading_file(options: dict[str, Any]) -> None:
     """``--lazy-loading-file`` becomes DRUM's variables, which the model-loading process reads."""
     if options.get("lazy_loading_file"):
@@ -243,6 +265,7 @@ def _server(options: dict[str, Any]) -> int:
     from tandem.settings import build_settings
 
     export_lazy_loading_file(options)
+    apply_runtime_params_file(options)
     settings = build_settings(options)
     _check_unstructured_flags(options, settings.target_type)
     if options.get("explain_server_type"):
@@ -268,6 +291,7 @@ def _score(options: dict[str, Any]) -> int:
     started = time.perf_counter()
     options.setdefault("address", None)
     export_lazy_loading_file(options)
+    apply_runtime_params_file(options)
     path = Path(options["input"])
     data = _read_file(path, "--input")
     settings = build_settings(options)

@@ -209,6 +209,7 @@ def test_env_tables_match_drum() -> None:
         "class_labels": "CLASS_LABELS",
         "address": "ADDRESS",
         "max_workers": "MAX_WORKERS",
+        "runtime_params_file": "RUNTIME_PARAMS_FILE",
         "deployment_config": "DEPLOYMENT_CONFIG",
         "webserver": "EXTERNAL_WEB_SERVER_URL",
         "api_token": "API_TOKEN",
