@@ -87,6 +87,29 @@ def _pps(name: str, source: str, args: tuple[str, ...], config: str) -> ModelSpe
     )
 
 
+DRUM_LABEL_ANSWERS: dict[str, dict[str, Any]] = json.loads(
+    (FIXTURES.parent / "drum_answers" / "label_mismatch.json").read_text()
+)["answers"]
+WRONG_LABEL_MODELS = [
+    ModelSpec(
+        "sk_binary_wrong_labels",
+        "sklearn:binary",
+        (
+            "--target-type",
+            "binary",
+            "--positive-class-label",
+            "yes",
+            "--negative-class-label",
+            "maybe",
+        ),
+    ),
+    ModelSpec(
+        "sk_multiclass_wrong_labels",
+        "sklearn:multiclass",
+        ("--target-type", "multiclass", "--class-labels", "a", "b", "d"),
+    ),
+]
+
 PPS_MODELS = [
     _pps("regression", "sklearn:regression", ("--target-type", "regression"), "regression"),
     _pps("anomaly", "regression_hooks", ("--target-type", "anomaly"), "regression"),
@@ -145,6 +168,7 @@ MODELS: dict[str, ModelSpec] = {
             "error_server", "broken_import", ("--target-type", "regression", "--with-error-server")
         ),
         *PPS_MODELS,
+        *WRONG_LABEL_MODELS,
     ]
 }
 
@@ -1010,5 +1034,19 @@ CASES: list[Case] = [
             content_type=answer["content_type"],
         )
         for name, answer in DRUM_PPS_ANSWERS.items()
+    ),
+    # Labels the model does not have: DRUM's message, label order and numpy reprs
+    *(
+        Case(
+            f"label-mismatch-{name}",
+            f"{name}_wrong_labels",
+            "POST",
+            "/predict/",
+            b"a,b,c\n1,2,3\n",
+            CSV_TYPE,
+            status=answer["status"],
+            body_exact=answer["body"].encode(),
+        )
+        for name, answer in DRUM_LABEL_ANSWERS.items()
     ),
 ]

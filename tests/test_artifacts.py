@@ -152,8 +152,8 @@ def test_wrong_configured_labels_are_a_500_naming_both(tmp_path: Path) -> None:
     status, body = predict_everywhere(tmp_path, (*args, "--negative-class-label", "cat"))
     assert status == 500
     assert json.loads(body) == {
-        "message": "ERROR: Expected predictions to have columns ['cat', 'dog'], but "
-        "encountered [0, 1]"
+        "message": "ERROR: Expected predictions to have columns ['dog', 'cat'], but "
+        "encountered [np.int64(0), np.int64(1)]"
     }
 
 
@@ -602,7 +602,8 @@ def test_predictors_reject_targets_they_cannot_serve(target: str) -> None:
         artifacts.SKLearnPredictor().predict(QUERY, model, target)
 
 
-def test_sklearn_predictor_labels_are_plain_python_values() -> None:
+def test_sklearn_predictor_labels_are_classes_as_drum_lists_them() -> None:
+    """``list(classes_)``: numpy scalars, which DRUM's label-mismatch message quotes as such."""
     model = _fake_class(
         "mylib",
         "Model",
@@ -610,7 +611,7 @@ def test_sklearn_predictor_labels_are_plain_python_values() -> None:
         predict_proba=lambda s, x: np.tile([0.5, 0.5], (len(x), 1)),
     )()
     _, labels = artifacts.SKLearnPredictor().predict(QUERY, model, "binary")
-    assert labels == [0, 1] and all(type(v) is int for v in labels)
+    assert labels == [0, 1] and all(type(v) is np.int64 for v in labels)
     no_classes = _fake_class(
         "mylib", "Model", predict_proba=lambda s, x: np.tile([0.5, 0.5], (len(x), 1))
     )()

@@ -246,8 +246,8 @@ def build_settings(
         target_type = meta_target
     if target_type is None:
         raise ConfigError(
-            "target type is required: pass --target-type, set TARGET_TYPE, or set targetType "
-            "in model-metadata.yaml"
+            "Target type is missing. It must be provided in --target-type argument, TARGET_TYPE "
+            "env var or model config file. (Tandem: or set targetType in model-metadata.yaml.)"
         )
     target_type = str(target_type).lower()
     if target_type not in TARGET_TYPES:
@@ -257,8 +257,9 @@ def build_settings(
         )
     if meta_target is not None and str(meta_target).lower() != target_type:
         raise ConfigError(
-            f"--target-type {target_type} does not match targetType {meta_target} in "
-            "model-metadata.yaml"
+            "Target type provided in --target-type argument doesn't match target type from model "
+            "config file. Use either one of them or make them match. (Tandem: --target-type "
+            f"{target_type}, targetType {meta_target} in model-metadata.yaml.)"
         )
     pos, neg, labels = resolve_labels(target_type, cli, metadata)
 

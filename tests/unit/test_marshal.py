@@ -240,7 +240,7 @@ def test_non_numeric_probabilities() -> None:
 def test_label_mismatch_reaches_marshal() -> None:
     assert model_error(
         marshal_predictions, "binary", np.array([[0.5, 0.5]]), ["no", "yes"], ["yes", "maybe"]
-    ) == ("Expected predictions to have columns ['no', 'yes'], but encountered ['yes', 'maybe']")
+    ) == ("Expected predictions to have columns ['yes', 'no'], but encountered ['yes', 'maybe']")
 
 
 def test_multiclass_numeric_model_labels_vs_string_configured() -> None:

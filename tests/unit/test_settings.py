@@ -118,14 +118,16 @@ def test_target_type_cli_matching_metadata(code_dir: Path) -> None:
 def test_target_type_mismatch(code_dir: Path) -> None:
     metadata(code_dir, "targetType: binary\n")
     assert error(code_dir, target_type="regression") == (
-        "--target-type regression does not match targetType binary in model-metadata.yaml"
+        "Target type provided in --target-type argument doesn't match target type from model "
+        "config file. Use either one of them or make them match. (Tandem: --target-type "
+        "regression, targetType binary in model-metadata.yaml.)"
     )
 
 
 def test_target_type_missing(code_dir: Path) -> None:
     assert error(code_dir) == (
-        "target type is required: pass --target-type, set TARGET_TYPE, or set targetType in "
-        "model-metadata.yaml"
+        "Target type is missing. It must be provided in --target-type argument, TARGET_TYPE env "
+        "var or model config file. (Tandem: or set targetType in model-metadata.yaml.)"
     )
 
 

@@ -276,12 +276,6 @@ def _is_classification(target_type: str) -> bool:
     return target_type in _CLASSIFICATION
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value (so ``[0, 1]``, not ``[np.int64(0), ...]``, in
-    label-mismatch messages)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _unsupported(target_type: str, predictor: str) -> ValueError:
     return ValueError(f"Target type '{target_type}' is not supported by '{predictor}' predictor")
 
@@ -337,7 +331,10 @@ class XGBoostPredictor(ArtifactPredictor):
         self, data: pd.DataFrame, model: Any, target_type: str
     ) -> tuple[np.ndarray, Sequence[Any] | None]:
         if not _has_base(model, "xgboost", ("Booster",)):
-            return SKLearnPredictor().predict(data, model, target_type)
+            raw, labels = SKLearnPredictor().predict(data, model, target_type)
+            # DRUM's XGBoost predictor passes the pipeline's classes_ array as it is.
+            classes = getattr(model, "classes_", None)
+            return raw, (classes if labels is not None and classes is not None else labels)
         if not _is_classification(target_type) and target_type not in (
             "regression",
             "anomaly",
@@ -411,7 +408,8 @@ class SKLearnPredictor(ArtifactPredictor):
     ) -> tuple[np.ndarray, Sequence[Any] | None]:
         if _is_classification(target_type):
             classes = getattr(model, "classes_", None)
-            labels = None if classes is None else [_plain(c) for c in classes]
+            # Kept as numpy scalars: DRUM's label-mismatch message shows them that way.
+            labels = None if classes is None else list(classes)
             return np.asarray(model.predict_proba(data)), labels
         if target_type in ("regression", "anomaly", "geopoint"):
             return np.asarray(model.predict(data)), None

@@ -41,15 +41,22 @@ def standardize_label(label: Any) -> Any:
     return text
 
 
-def align_labels(configured: list[str], model_labels: Sequence[Any] | None) -> list[str]:
-    """Configured label spellings, in the model's column order."""
+def align_labels(
+    configured: list[str], model_labels: Sequence[Any] | None, shown: list[str] | None = None
+) -> list[str]:
+    """Configured label spellings, in the model's column order.
+
+    A mismatch is DRUM's message: the configured labels as ``shown`` (DRUM lists a binary
+    model's as [positive, negative]) and the model's as it gave them (numpy scalars included).
+    """
     if model_labels is None:
         return configured
     model_list = list(model_labels)
     wanted = {standardize_label(x) for x in configured}
     if wanted != {standardize_label(x) for x in model_list}:
         raise ModelError(
-            f"Expected predictions to have columns {configured}, but encountered {model_list}"
+            f"Expected predictions to have columns {shown or configured}, but encountered "
+            f"{model_labels}"
         )
     by_std = {standardize_label(x): x for x in configured}
     return [by_std[standardize_label(m)] for m in model_list]
@@ -84,7 +91,8 @@ def marshal_predictions(
     values = _as_2d(predictions)
     if target_type in CLASSIFICATION:
         assert labels is not None
-        columns = align_labels(labels, model_labels)
+        shown = labels[::-1] if target_type == "binary" else labels
+        columns = align_labels(labels, model_labels, shown)
         if values.shape[1] == 1:
             if len(columns) == 1:
                 raise ModelError("Classification problems must have more than one class label")

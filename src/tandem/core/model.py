@@ -327,7 +327,8 @@ class LoadedModel:
             if not isinstance(out, pd.DataFrame):
                 raise ModelError(f"score must return a dataframe, but received {type(out)}")
             out, extra = marshal.split_extra_output(out, labels, self.settings.target_name)
-            raw, model_labels = out.values, list(out.columns)
+            # The columns themselves (a pandas Index), as DRUM quotes them in a label mismatch.
+            raw, model_labels = out.values, out.columns
         else:
             assert self.predictor is not None
             try:
@@ -358,7 +359,8 @@ class LoadedModel:
                 raise ModelError(
                     f"Output of post_process hook must be a dataframe, not a {type(out)}"
                 )
-            raw, model_labels = out.values, list(out.columns)
+            # The columns themselves (a pandas Index), as DRUM quotes them in a label mismatch.
+            raw, model_labels = out.values, out.columns
             if self.target_type in marshal.SINGLE_COLUMN:
                 model_labels = None
 
