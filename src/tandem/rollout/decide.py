@@ -4,12 +4,16 @@ No clock, no I/O: the controller passes ``now`` in the observations. Rules, firs
 
 1. terminal phases never change;
 2. operator commands (abort, promote, pause, resume);
-3. immediate rollback to 0 % (any phase): a prediction difference in mirrored comparison, an OOM
-   kill, ``/ping`` silent longer than ``ping_timeout``, candidate error rate above
-   ``immediate_error_rate`` with confidence, RSS growth above ``rss_growth_per_hour``;
-4. gradual reduction (canary steps): P99 or RSS more than 50 % above the baseline's for
-   ``consecutive`` evaluations → the reduction table, then every ``reduction_wait`` re-evaluate:
-   still triggered → reduce again (0 % is a rollback), cleared → hold for ``resume``;
+3. immediate rollback to 0 % (any phase): a security incident (a matching alert, any severity),
+   a prediction difference in mirrored comparison, an OOM kill, ``/ping`` silent longer than
+   ``ping_timeout``, candidate error rate above ``immediate_error_rate`` with confidence, RSS
+   growth above ``rss_growth_per_hour``;
+4. gradual reduction (canary steps): P99 or RSS more than 50 % above the baseline's, a 5xx rate
+   above ``gradual_error_rate`` with confidence, more than ``extension_failures`` extension
+   failure reports in the window, or trace gaps (span exports failing, or fewer spans exported
+   than requests traced), for ``consecutive`` evaluations → the reduction table, then every
+   ``reduction_wait`` re-evaluate: still triggered → reduce again (0 % is a rollback), cleared →
+   hold for ``resume``;
 5. shadow → first step, and step → next step (or promotion at 100 %), when the step's hold time
    has passed and its criteria hold on enough evidence; otherwise hold, saying what is missing.
    Shadow fails (a rollback, rule ``shadow.failure``) on any mirrored request the candidate
@@ -54,6 +58,18 @@ class Observations:
     mirror_failures: int = 0
     """Mirrored requests the candidate answered 5xx where the baseline did not."""
     first_difference: str = ""
+    security_alerts: int = 0
+    """Security alerts (Alertmanager webhook, matching the spec's matcher) since the start."""
+    first_security_alert: str = ""
+    extension_failures: int | None = None
+    """Extension failures reported (operator, admin API, candidate log) in the trigger window;
+    None when nothing watches for them."""
+    candidate_traced_requests: int | None = None
+    """Requests the candidate traced in the window (None: tracing off or not observed)."""
+    candidate_spans_exported: int | None = None
+    """Spans the candidate exported in the window."""
+    candidate_span_export_failures: int | None = None
+    """Failed span exports of the candidate in the window."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,15 @@ def _rollback(
 def _immediate(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Decision | None:
     trig = spec.triggers
     now = obs.now
+    if obs.security_alerts > 0:
+        detail = f": {obs.first_security_alert}" if obs.first_security_alert else ""
+        return _rollback(
+            status,
+            now,
+            "immediate.security",
+            f"{obs.security_alerts} security alert(s) fired{detail}",
+            {"security_alerts": obs.security_alerts},
+        )
     if obs.mirror_differences > 0:
         detail = f": {obs.first_difference}" if obs.first_difference else ""
         return _rollback(
@@ -213,6 +238,25 @@ def _gradual(spec: RolloutSpec, obs: Observations) -> tuple[dict[str, bool], dic
         numbers.update(
             memory_increase=mem, baseline_rss=obs.baseline_rss, candidate_rss=obs.candidate_rss
         )
+    cand = obs.candidate
+    if cand.requests >= spec.min_samples:
+        low, _ = wilson_bounds(cand.errors, cand.requests, spec.confidence)
+        fired["error_rate"] = low > trig.gradual_error_rate
+        numbers.update(
+            error_rate=cand.error_rate,
+            error_rate_lower_bound=low,
+            gradual_error_rate=trig.gradual_error_rate,
+        )
+    if obs.extension_failures is not None:
+        fired["extension"] = obs.extension_failures > trig.extension_failures
+        numbers.update(
+            extension_failures=obs.extension_failures, extension_threshold=trig.extension_failures
+        )
+    traced, exported = obs.candidate_traced_requests, obs.candidate_spans_exported
+    failures = obs.candidate_span_export_failures
+    if traced is not None and exported is not None and failures is not None:
+        fired["tracing"] = failures > 0 or exported < traced
+        numbers.update(traced_requests=traced, spans_exported=exported, export_failures=failures)
     return fired, numbers
 
 
@@ -395,11 +439,27 @@ def _gradual_reason(
     triggered: list[str], numbers: dict[str, Any], weight: float, target: float
 ) -> str:
     parts = []
-    if "p99" in triggered:
-        parts.append(f"candidate P99 {numbers['p99_increase'] * 100:+.0f}% vs baseline")
+    if "error_rate" in triggered:
+        parts.append(
+            f"candidate 5xx rate {_pct(numbers['error_rate'])} (lower bound "
+            f"{_pct(numbers['error_rate_lower_bound'])} > {_pct(numbers['gradual_error_rate'])})"
+        )
+    if "extension" in triggered:
+        parts.append(
+            f"{numbers['extension_failures']} extension failures reported "
+            f"(> {numbers['extension_threshold']})"
+        )
     if "memory" in triggered:
-        parts.append(f"candidate RSS {numbers['memory_increase'] * 100:+.0f}% vs baseline")
-    return f"{' and '.join(parts)} (> +50%); {weight:g}% -> {target:g}%"
+        parts.append(f"candidate RSS {numbers['memory_increase'] * 100:+.0f}% vs baseline (> +50%)")
+    if "p99" in triggered:
+        parts.append(f"candidate P99 {numbers['p99_increase'] * 100:+.0f}% vs baseline (> +50%)")
+    if "tracing" in triggered:
+        parts.append(
+            f"trace gaps: {numbers['spans_exported']} spans exported for "
+            f"{numbers['traced_requests']} traced requests, {numbers['export_failures']} failed "
+            "exports"
+        )
+    return f"{' and '.join(parts)}; {weight:g}% -> {target:g}%"
 
 
 def _shadow(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Decision:

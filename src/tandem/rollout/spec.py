@@ -78,6 +78,10 @@ class Triggers:
     """Candidate RSS above the baseline's by more than this starts a gradual reduction."""
     consecutive: int = 2
     """Gradual triggers must hold on this many consecutive evaluations."""
+    gradual_error_rate: float = 0.001
+    """Candidate 5xx rate above this (with confidence) starts a gradual reduction."""
+    extension_failures: int = 3
+    """More extension-failure reports than this in the window start a gradual reduction."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,11 @@ class RolloutSpec:
                 raise ConfigError("mirror rates must be within [0, 1]")
         if self.min_samples < 1:
             raise ConfigError("min_samples must be at least 1")
+        trig = self.triggers
+        if not 0 < trig.gradual_error_rate <= trig.immediate_error_rate < 1:
+            raise ConfigError("triggers: need 0 < gradual_error_rate <= immediate_error_rate < 1")
+        if trig.extension_failures < 0:
+            raise ConfigError("triggers.extension_failures must be >= 0")
 
     def with_overrides(self, **changes: Any) -> RolloutSpec:
         """A copy with some fields replaced."""
