@@ -37,13 +37,20 @@ ENV_VALUES = {
     "webserver": "EXTERNAL_WEB_SERVER_URL",
     "api_token": "API_TOKEN",
     "lazy_loading_file": "LAZY_LOADING_FILE",
+    "deployment_id": "DEPLOYMENT_ID",
+    "model_id": "MODEL_ID",
+    "monitor_settings": "MONITOR_SETTINGS",
 }
+#: Second-choice environment variables, read when the first is unset too (DRUM's defaults).
+ENV_FALLBACKS = {"deployment_id": "MLOPS_DEPLOYMENT_ID", "model_id": "MLOPS_MODEL_ID"}
 #: Boolean options enabled by a truthy environment variable.
 ENV_FLAGS = {
     "with_error_server": "WITH_ERROR_SERVER",
     "production": "PRODUCTION",
     "show_stacktrace": "SHOW_STACKTRACE",
     "allow_dr_api_access": "ALLOW_DR_API_ACCESS_FOR_ALL_CUSTOM_MODELS",
+    "monitor": "MONITOR",
+    "monitor_embedded": "MLOPS_REPORTING_FROM_UNSTRUCTURED_MODELS",
 }
 _TRUTHY = {"1", "true", "yes", "y", "t", "on"}
 
@@ -140,8 +147,34 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--content-type",
         help=f"unstructured only: the input's Content-Type (default: {SCORE_CONTENT_TYPE!r})",
     )
+    _monitoring(parser)
     for flag, (options, _) in BUILD_ONLY_FLAGS.items():
         parser.add_argument(flag, help="DataRobot's build only (refused)", **options)
+
+
+def _monitoring(parser: argparse.ArgumentParser) -> None:
+    """DRUM's MLOps monitoring flags (reported through datarobot-mlops: ``tandem[monitor]``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--monitor",
+        action="store_true",
+        default=None,
+        help="report predictions to DataRobot MLOps (env: MONITOR); not for unstructured models",
+    )
+    group.add_argument(
+        "--monitor-embedded",
+        action="store_true",
+        default=None,
+        help="unstructured models get an MLOps instance as the `mlops` argument to report with "
+        "(env: MLOPS_REPORTING_FROM_UNSTRUCTURED_MODELS)",
+    )
+    parser.add_argument("--deployment-id", help="deployment to report to (env: DEPLOYMENT_ID)")
+    parser.add_argument("--model-id", help="model to report for (env: MODEL_ID)")
+    parser.add_argument(
+        "--monitor-settings",
+        help="the MLOps library's channel, e.g. 'spooler_type=filesystem;directory=/spool' "
+        "(env: MONITOR_SETTINGS)",
+    )
 
 
 def existing_file(arg: str) -> str:
@@ -215,6 +248,9 @@ def merge_env(
                 except ValueError:
                     raise ConfigError(f"MAX_WORKERS has invalid value {value!r}") from None
             options[key] = value
+    for key, env_name in ENV_FALLBACKS.items():
+        if key in options and options[key] is None and environ.get(env_name):
+            options[key] = environ[env_name]
     for key, env_name in ENV_FLAGS.items():
         if key in options and not options[key]:
             options[key] = environ.get(env_name, "").strip().lower() in _TRUTHY
@@ -314,7 +350,11 @@ def _score(options: dict[str, Any]) -> int:
         colnames = read_sparse_colnames(
             _read_file(Path(options["sparse_column_file"]), "--sparse-column-file")
         )
+    predicting = time.perf_counter()
     result = service.model.predict(data, mimetype, None, colnames)
+    if service.monitor is not None:  # reported before the output is written, as DRUM does
+        service.monitor.report(data, mimetype, colnames, result.predictions, predicting)
+        service.monitor.flush()
     frame = result.predictions
     if out_path and out_path.endswith(".json"):
         from tandem.core.service import render_predictions

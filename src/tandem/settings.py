@@ -13,6 +13,7 @@ from tandem.core.cors import Cors
 from tandem.core.drapi import ApiAccess
 from tandem.errors import ConfigError
 from tandem.metadata import read_metadata
+from tandem.observability.mlops import MonitorSettings
 from tandem.runtime_params import Params
 from tandem.server_type import ServerTypeDecision, decide_server_type
 from tandem.tls import TlsSettings
@@ -119,6 +120,8 @@ class ServeSettings:
     request_timeout: float = 120.0
     """``DRUM_CLIENT_REQUEST_TIMEOUT``: seconds a model call may take before the client gets 504
     and the worker is replaced (0: no limit)."""
+    monitor: MonitorSettings | None = None
+    """``--monitor``/``--monitor-embedded``: MLOps reporting through datarobot-mlops (None: off)."""
 
     @property
     def class_ordering(self) -> list[str] | None:
@@ -320,6 +323,7 @@ def build_settings(
         request_timeout=float(
             params.int("DRUM_CLIENT_REQUEST_TIMEOUT", 120, minimum=0, maximum=3600) or 0
         ),
+        monitor=MonitorSettings.from_options(cli, target_type),
         header_timeout=float(
             params.int("DRUM_UVICORN_HEADER_TIMEOUT", 30, minimum=1, maximum=3600) or 30
         ),

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tandem.cli import ENV_FLAGS, ENV_VALUES, build_parser, main, merge_env
+from tandem.cli import ENV_FALLBACKS, ENV_FLAGS, ENV_VALUES, build_parser, main, merge_env
 from tandem.errors import ConfigError
 from tandem.version import DRUM_COMPAT_VERSION, __version__
 
@@ -19,6 +19,7 @@ VALID = "fastapi, flask, gunicorn, uvicorn, werkzeug"
 
 _ENV_READ = (
     *ENV_VALUES.values(),
+    *ENV_FALLBACKS.values(),
     *ENV_FLAGS.values(),
     "CUSTOM_MODEL_WORKERS",
     "DRUM_JSON_LOGGING",
@@ -214,12 +215,18 @@ def test_env_tables_match_drum() -> None:
         "webserver": "EXTERNAL_WEB_SERVER_URL",
         "api_token": "API_TOKEN",
         "lazy_loading_file": "LAZY_LOADING_FILE",
+        "deployment_id": "DEPLOYMENT_ID",
+        "model_id": "MODEL_ID",
+        "monitor_settings": "MONITOR_SETTINGS",
     }
+    assert ENV_FALLBACKS == {"deployment_id": "MLOPS_DEPLOYMENT_ID", "model_id": "MLOPS_MODEL_ID"}
     assert ENV_FLAGS == {
         "with_error_server": "WITH_ERROR_SERVER",
         "production": "PRODUCTION",
         "show_stacktrace": "SHOW_STACKTRACE",
         "allow_dr_api_access": "ALLOW_DR_API_ACCESS_FOR_ALL_CUSTOM_MODELS",
+        "monitor": "MONITOR",
+        "monitor_embedded": "MLOPS_REPORTING_FROM_UNSTRUCTURED_MODELS",
     }
 
 

@@ -41,6 +41,7 @@ from tandem.errors import (
 )
 from tandem.metadata import read_metadata
 from tandem.observability.logs import ACCESS_LOGGER, access_line
+from tandem.observability.mlops import MLOpsReporter
 from tandem.settings import ServeSettings
 from tandem.version import DRUM_COMPAT_VERSION, __version__
 
@@ -91,10 +92,13 @@ class PredictionService:
         settings: ServeSettings,
         model: LoadedModel | None,
         load_error: str | None = None,
+        monitor: MLOpsReporter | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
         self.load_error = load_error
+        self.monitor = monitor
+        """``--monitor``: reports predictions to DataRobot MLOps, off the request path."""
         self.timings = Timings()
         from tandem.observability.metrics import IN_PROGRESS, Metrics
 
@@ -133,7 +137,9 @@ class PredictionService:
             if settings.api_access is not None:
                 settings.api_access.apply()
             lazy_loading.fetch()
-            return cls(settings, LoadedModel(settings))
+            # Before the model, as DRUM opens the MLOps channel before it loads the model.
+            monitor = MLOpsReporter.start_up(settings.monitor) if settings.monitor else None
+            return cls(settings, LoadedModel(settings), monitor=monitor)
         except Exception as exc:
             if not settings.with_error_server:
                 raise
@@ -448,18 +454,23 @@ class PredictionService:
                 "/predictionsUnstructured/ endpoint."
             )
         model = self._model
+        started = time.perf_counter()
         if model.fast is not None and self.settings.deployment_config is None:
             # One step that parses, scores and renders without pandas; None means "not here".
             with self.tracing.child("score", size=len(request.body), fast_path=True):
                 data, mimetype, charset, colnames, _ = self._fetch(request, "X")
                 fast = model.fast.predict(data, mimetype) if colnames is None else None
             if fast is not None:
+                if self.monitor is not None:
+                    self.monitor.report(data, mimetype, colnames, fast, started)
                 return Response(200, fast, JSON)
         with self.tracing.child("parse", size=len(request.body)):
             data, mimetype, charset, colnames, _ = self._fetch(request, "X")
             frame = model.read_input(data, mimetype, colnames)
         with self.tracing.child("score"):
             result = model.predict_frame(frame, data, mimetype, charset, colnames)
+        if self.monitor is not None:
+            self.monitor.report(data, mimetype, colnames, result.predictions, started)
         with self.tracing.child("serialise"):
             config = self.settings.deployment_config
             if config is None:
@@ -540,6 +551,9 @@ class PredictionService:
         kwargs["query"] = query
         if headers is not None:
             kwargs["headers"] = headers
+        mlops = self.monitor.model_mlops() if self.monitor is not None else None
+        if mlops is not None:
+            kwargs["mlops"] = mlops  # --monitor-embedded: the model reports (DRUM's keyword)
         result = self._model.score_unstructured(data, **kwargs)
         return _unstructured_response(result)
 

@@ -53,6 +53,14 @@ RECORDING_DROPPED = Counter(
     "Recorded requests dropped because the queue was full or the disk write failed.",
     registry=_registry,
 )
+MLOPS_REPORTS = Counter(
+    "drum_mlops_reports",
+    "Prediction reports to DataRobot MLOps (--monitor), by outcome: sent (the library took the "
+    "stats and the prediction data), failed (reading the data, opening the channel or the "
+    "library's report raised), dropped (the worker's report queue was full).",
+    ["outcome"],
+    registry=_registry,
+)
 
 
 class ServerCollector(Collector):
@@ -133,6 +141,7 @@ class Metrics:
                 DURATION,
                 IN_PROGRESS,
                 RECORDING_DROPPED,
+                MLOPS_REPORTS,
                 OTEL_SPANS_EXPORTED,
                 OTEL_EXPORT_FAILURES,
             ):

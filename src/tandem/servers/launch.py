@@ -288,6 +288,9 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         if beat is not None:
             beat.stop(clean=not recycled)
         if recycled:
+            from tandem.observability.mlops import flush_all
+
+            flush_all(5.0)  # os._exit skips the atexit hook that drains the MLOps reports
             logging.shutdown()
             os._exit(RECYCLE_STATUS)
 

@@ -158,6 +158,9 @@ class PreforkSupervisor:
                 recording = sys.modules.get("tandem.observability.recording")
                 if recording is not None:
                     recording.flush_all(5.0)
+                mlops = sys.modules.get("tandem.observability.mlops")
+                if mlops is not None:
+                    mlops.flush_all(5.0)
                 logging.shutdown()
                 os._exit(status)
         self.children[pid] = (time.monotonic(), slot)
