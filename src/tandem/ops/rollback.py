@@ -308,6 +308,8 @@ def redacted_verify_command(url: str, options: VerifyOptions) -> str:
         argv += ["--header", f"{name}: ***"]
     if options.require_traces:
         argv += ["--require-traces"]
+    if options.require_mlops:
+        argv += ["--require-mlops"]
     return shlex.join(argv)
 
 

@@ -10,7 +10,8 @@ and how long it took, grouped as the seed's "Verification After Rollback" groups
   or tracebacks follow it.
 - **Functional**: a single-row and a batch prediction succeed (and match ``--expected``),
   ``/stats/`` is valid JSON with ``mem_info``, the ``/metrics`` request counters moved by the test
-  requests.
+  requests, and (when the server runs with ``--monitor``) its MLOps reports flow: the
+  ``drum_mlops_reports_total`` counters show the test predictions sent and none failed or dropped.
 - **Full** (``full=True``): a bounded load test (error rate under 0.1 %, P99 reported), every code
   dir answers on its target type's route, declared extension routes answer as declared, and the
   server's own OTLP exporter counters show spans exported and no export failures.
@@ -73,6 +74,7 @@ PREDICTION_ENDPOINTS = frozenset(
 REQUESTS_METRIC = "drum_requests_total"
 SPANS_EXPORTED_METRIC = "drum_otel_spans_exported_total"
 EXPORT_FAILURES_METRIC = "drum_otel_export_failures_total"
+MLOPS_REPORTS_METRIC = "drum_mlops_reports_total"
 FRAMEWORK_NAMES = {"flask": "Flask", "fastapi": "FastAPI"}
 OTHER_STACK_NAMES = {"flask": "FastAPI/Uvicorn", "fastapi": "Flask/Gunicorn/Werkzeug"}
 
@@ -180,6 +182,11 @@ class VerifyOptions:
     headers: dict[str, str] = field(default_factory=dict)
     require_traces: bool = False
     trace_wait: float = 15.0
+    require_mlops: bool = False
+    """Fail (instead of skip) the MLOps item when the server does not run with ``--monitor``."""
+    mlops_wait: float = 15.0
+    """Seconds to wait for the server's background reporting to catch up with the test
+    predictions."""
     timeout: float = 10.0
     batch_rows: int = 100
 
@@ -634,6 +641,67 @@ class _Verifier:
             return Status.FAIL, f"counters did not move as expected: {observed}", data
         return Status.PASS, observed, data
 
+    def check_mlops(self) -> Outcome:
+        """The rollback plan's "MLOps metrics are flowing": test predictions reported, none failed.
+
+        Reports leave the server off the request path, so this waits (``mlops_wait``) until
+        ``drum_mlops_reports_total{outcome="sent"}`` has moved by at least the structured
+        predictions that answered 200 since the first scrape, and fails as soon as a report failed
+        or was dropped in that time.
+        """
+        if self.baseline is None:
+            return Status.FAIL, self.baseline_error or "no baseline scrape", {}
+
+        def outcomes(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+            counts = {"sent": 0.0, "failed": 0.0, "dropped": 0.0}
+            for name, labels, value in samples:
+                if name == MLOPS_REPORTS_METRIC and labels.get("outcome") in counts:
+                    counts[labels["outcome"]] += value
+            return counts
+
+        before = outcomes(self.baseline)
+        expected = 0
+        if self.target_type not in (TRANSFORM, UNSTRUCTURED):
+            expected = sum(1 for r in self.responses.values() if r.status_code == 200)
+        deadline = time.monotonic() + self.options.mlops_wait
+        while True:
+            try:
+                samples = self.scrape()
+            except RuntimeError as exc:
+                return Status.FAIL, str(exc), {}
+            if not any(name == MLOPS_REPORTS_METRIC for name, _, _ in samples):
+                message = f"monitoring not on (no {MLOPS_REPORTS_METRIC} in /metrics)"
+                if self.options.require_mlops:
+                    return Status.FAIL, f"{message}; --require-mlops was given", {}
+                return Status.SKIP, message, {}
+            after = outcomes(samples)
+            delta = {key: after[key] - before[key] for key in after}
+            data = {"delta": delta, "totals": after, "predictions_sent": expected}
+            seen = (
+                f"{MLOPS_REPORTS_METRIC} sent +{delta['sent']:g} for {expected} prediction(s), "
+                f"failed +{delta['failed']:g}, dropped +{delta['dropped']:g}"
+            )
+            if delta["failed"] > 0 or delta["dropped"] > 0:
+                return Status.FAIL, f"{seen}: reports are not reaching the MLOps channel", data
+            if self.target_type in (TRANSFORM, UNSTRUCTURED):
+                return (
+                    Status.SKIP,
+                    f"{self.target_type} predictions are not reported (as in DRUM); {seen}",
+                    data,
+                )
+            if expected == 0:
+                return Status.SKIP, f"{seen}: no prediction succeeded, so none to check", data
+            if delta["sent"] >= expected:
+                return Status.PASS, seen, data
+            if time.monotonic() >= deadline:
+                return (
+                    Status.FAIL,
+                    f"{seen} after waiting {self.options.mlops_wait:g} s: the reports did not "
+                    "reach the channel",
+                    data,
+                )
+            time.sleep(0.25)
+
     # -- Full ------------------------------------------------------------------------------
 
     def check_load(self) -> Outcome:
@@ -829,6 +897,7 @@ class _Verifier:
             "/metrics counters move after the test requests",
             self.check_metrics,
         )
+        self.run(FUNCTIONAL, "mlops", "MLOps metrics are flowing", self.check_mlops)
 
         options = self.options
         if options.full:

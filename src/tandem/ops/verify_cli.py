@@ -20,7 +20,8 @@ print every item with pass/fail, what it saw and how long it took:
               (--log-file)
   Functional  a single-row and a batch prediction succeed (--payload, or the sample data of
               --code-dir, or of the code dir /info/ names) and match --expected; /stats/ is
-              valid; /metrics request counters move after the test requests
+              valid; /metrics request counters move after the test requests; with
+              --monitor, the MLOps report counters show them sent and none failed
   Full        (--full) a bounded load test (error rate < 0.1 %, P99 reported); every --code-dir
               answers on its target type's route; --extension-route PATH=STATUS answer as
               declared; the server's OTLP exporter counters show spans exported, no failures
@@ -164,6 +165,17 @@ def add_verify_arguments(parser: argparse.ArgumentParser, expect: bool = True) -
         help="seconds to wait for the exporter to deliver spans (default 15)",
     )
     group.add_argument(
+        "--require-mlops",
+        action="store_true",
+        help="fail (instead of skip) the MLOps item when the server does not run with --monitor",
+    )
+    group.add_argument(
+        "--mlops-wait",
+        type=_positive(float),
+        default=15.0,
+        help="seconds to wait for the server's MLOps reports to catch up (default 15)",
+    )
+    group.add_argument(
         "--timeout",
         type=_positive(float),
         default=10.0,
@@ -197,6 +209,8 @@ def options_from_args(args: argparse.Namespace, expect_server: str | None) -> An
         headers=dict(args.header),
         require_traces=args.require_traces,
         trace_wait=args.trace_wait,
+        require_mlops=args.require_mlops,
+        mlops_wait=args.mlops_wait,
         timeout=args.timeout,
     )
 
