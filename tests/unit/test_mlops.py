@@ -448,6 +448,28 @@ def test_a_channel_that_stops_opening_is_retried(monkeypatch: pytest.MonkeyPatch
     assert fake.calls[0] == ("stats", 1)
 
 
+def test_workers_take_turns_on_a_spool_directory(tmp_path: Path) -> None:
+    """The spool lock excludes other processes (each worker writes whole records)."""
+    import os
+
+    lock = str(tmp_path / mlops.SPOOL_LOCK)
+    held = tmp_path / "held"
+    pid = os.fork()
+    if pid == 0:  # another worker, writing for half a second
+        try:
+            with mlops.spool_lock(lock):
+                held.touch()
+                time.sleep(0.5)
+        finally:
+            os._exit(0)
+    wait_for(held.exists)
+    started = time.monotonic()
+    with mlops.spool_lock(lock):
+        waited = time.monotonic() - started
+    os.waitpid(pid, 0)
+    assert waited > 0.2
+
+
 def test_embedded_mode_hands_the_model_its_instance(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeMLOps()
     monkeypatch.setattr(mlops, "configure", lambda monitor: fake)

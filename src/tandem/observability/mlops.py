@@ -13,7 +13,7 @@ both records).
 The app is built before the server forks its workers, so the queue, the thread and the library's
 channel (an open spool file, a broker connection) are created lazily in each process, on its first
 report. The library keeps its configuration in process-global state, so a process holds one
-``MLOps`` instance. Workers sharing a filesystem spool directory take an exclusive ``flock`` on
+``MLOps`` instance. Workers sharing a filesystem spool directory take an exclusive ``lockf`` on
 ``<directory>/.tandem-spool.lock`` around every write, so their records never interleave.
 
 With ``--monitor-embedded`` (unstructured models) the model reports by itself, as in DRUM:
@@ -193,7 +193,9 @@ def spool_lock(path: str | None) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A POSIX lock, not flock(): a child forked meanwhile (by the model, say) does not
+        # inherit it, so it cannot outlive this block and stall every worker's reports.
+        fcntl.lockf(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
