@@ -179,6 +179,12 @@ def _without_openmp_pool(path: Path) -> Iterator[None]:
         yield
 
 
+def openmp_safe_loading(path: Path) -> contextlib.AbstractContextManager[None]:
+    """The OpenMP limit of :func:`_without_openmp_pool` while code other than Tandem's (a
+    custom task's ``load``) unpickles ``path``; nothing when there is no such file."""
+    return _without_openmp_pool(path) if path.is_file() else contextlib.nullcontext()
+
+
 def _load_pickle(path: Path) -> Any:
     with path.open("rb") as fh:
         try:

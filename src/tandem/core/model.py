@@ -6,6 +6,7 @@ import enum
 import importlib.util
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,14 @@ HOOKS = (
     "get_supported_llm_models",
 )
 UNSTRUCTURED_HOOKS = ("init", "load_model", "score_unstructured")
+#: The class ``custom.py`` defines to use DRUM's custom task interfaces instead of hooks.
+CUSTOM_TASK_CLASS = "CustomTask"
+#: Where DRUM's ``CustomTaskInterface`` lives: DataRobot's package, or Tandem's stand-in served
+#: under the same name (also importable as ``tandem._compat.datarobot_drum``).
+_TASK_INTERFACE_MODULES = (
+    "datarobot_drum.custom_task_interfaces.",
+    "tandem._compat.datarobot_drum.custom_task_interfaces.",
+)
 _SKIP_DIRS = {"__pycache__", "site-packages", "node_modules"}
 
 
@@ -121,6 +130,23 @@ def drum_target_type(value: str) -> Any:
     return TargetType(value)
 
 
+def task_interface_base(cls: Any) -> type | None:
+    """The ``CustomTaskInterface`` class ``cls`` inherits, or None if it inherits none.
+
+    Matched by name and module along the MRO, so a task built on DataRobot's real
+    ``datarobot_drum`` classes is recognised as well as one built on Tandem's stand-ins. DRUM's
+    own check is ``issubclass``, which fails for anything that is not a class.
+    """
+    if not isinstance(cls, type):
+        raise ModelLoadError("issubclass() arg 1 must be a class")
+    for base in cls.__mro__:
+        if base.__name__ == "CustomTaskInterface" and base.__module__.startswith(
+            _TASK_INTERFACE_MODULES
+        ):
+            return base
+    return None
+
+
 def hook_error(exc: BaseException, message: str) -> BaseException:
     """Wrap a hook failure as DRUM does; user HTTP errors pass through unchanged."""
     if is_user_error(exc):
@@ -144,6 +170,8 @@ class LoadedModel:
         self.target_type = settings.target_type
         self.hooks: dict[str, Callable[..., Any]] = {}
         self.model: Any = None
+        self.task: Any = None
+        """The ``CustomTask`` instance when ``custom.py`` uses DRUM's task interfaces."""
         self.predictor: artifacts.ArtifactPredictor | None = None
         self.fast: fastpath.FastPlan | None = None
         self._target_type_value: Any = TargetType(self.target_type)
@@ -172,6 +200,11 @@ class LoadedModel:
                 ) from exc
             adopt_drum_user_errors()
             self._target_type_value = drum_target_type(self.target_type)
+            task_class = getattr(module, CUSTOM_TASK_CLASS, None)
+            if task_class:
+                # DRUM's "new" interface: no hooks, no artifact search, no built-in predictor.
+                self._load_task(task_class, code_dir)
+                return
             names = UNSTRUCTURED_HOOKS if self.target_type == "unstructured" else HOOKS
             self.hooks = {
                 n: getattr(module, n) for n in names if callable(getattr(module, n, None))
@@ -223,6 +256,38 @@ class LoadedModel:
             self.hooks,
             self.settings.class_ordering,
         )
+
+    def _load_task(self, task_class: Any, code_dir: Path) -> None:
+        """``CustomTask.load(code_dir)`` plus the user secrets, as DRUM loads a custom task."""
+        base = task_interface_base(task_class)
+        if base is None:
+            raise ModelLoadError("The CustomTask class must inherit from the CustomTaskInterface")
+        artifact = code_dir / "drum_artifact.pkl"  # what the default ``save`` writes
+        try:
+            # An XGBoost/LightGBM estimator inside must not leave an OpenMP pool behind (forks).
+            with artifacts.openmp_safe_loading(artifact):
+                task = task_class.load(str(code_dir))
+            # The interface's own module (DataRobot's or Tandem's) makes secrets of its classes.
+            interface = sys.modules[base.__module__]
+            secrets = interface.load_secrets(*self._user_secrets_sources())
+            interface.patch_outputs_to_scrub_secrets(secrets.values())
+            task.secrets = secrets
+        except Exception as exc:
+            raise ModelLoadError(
+                "An error occurred when loading your artifact: Failed to load custom task "
+                f"class. Exception: {exc!r}"
+            ) from exc
+        self.task = self.model = task
+        logger.info("Loaded custom task %s from %s", type(task).__qualname__, code_dir)
+
+    def _user_secrets_sources(self) -> tuple[str | None, str | None]:
+        """DRUM's ``--user-secrets-mount-path`` and ``--user-secrets-prefix``: from the settings
+        when they carry them, else from the variables DRUM reads them from."""
+        found = []
+        for name in ("user_secrets_mount_path", "user_secrets_prefix"):
+            value = getattr(self.settings, name, None) or os.environ.get(name.upper())
+            found.append(str(value) if value else None)
+        return found[0], found[1]
 
     def _needs_no_artifact(self) -> bool:
         """Hook-only models (score/chat/unstructured) may ship no artifact and no load_model."""
@@ -315,7 +380,11 @@ class LoadedModel:
         extra = None
         model_labels: Sequence[Any] | None
         score = self.hooks.get("score")
-        if score is not None:
+        if self.task is not None:
+            raw, model_labels = self._task_predict(
+                frame, self._score_kwargs(data, mimetype, charset, sparse_colnames)
+            )
+        elif score is not None:
             try:
                 out = score(
                     frame,
@@ -369,6 +438,36 @@ class LoadedModel:
             predictions = marshal.to_float(predictions)
         return StructuredResult(predictions, extra)
 
+    def _task_predict(self, frame: Any, kwargs: dict[str, Any]) -> tuple[Any, Sequence[Any] | None]:
+        """A custom task's DataFrame: ``predict_proba`` for classification, else ``predict``.
+
+        As in DRUM, the output is neither split into extra model output nor post-processed;
+        its values and column names go straight to marshalling.
+        """
+        try:
+            if self.target_type in marshal.CLASSIFICATION:
+                out = self.task.predict_proba(frame, **kwargs)
+            else:
+                out = self.task.predict(frame, **kwargs)
+            _require_frame(out, "score")
+        except Exception as exc:
+            raise hook_error(exc, "Model 'score' hook failed to make predictions.") from exc
+        # The columns themselves (a pandas Index), as DRUM quotes them in a label mismatch.
+        return out.values, out.columns
+
+    def _task_transform(self, frame: Any) -> pd.DataFrame:
+        """A custom task's ``transform(X)``, checked as DRUM checks it."""
+        try:
+            out = self.task.transform(frame)
+            _require_frame(out, "transform")
+            if out.shape[0] != frame.shape[0]:
+                raise ValueError(
+                    "Transformation resulted in different number of rows than original data"
+                )
+        except Exception as exc:
+            raise hook_error(exc, "Model 'transform' hook failed to transform dataset.") from exc
+        return out
+
     # -- transform target ------------------------------------------------------------------
 
     def transform(
@@ -382,6 +481,8 @@ class LoadedModel:
         """The ``transform`` target: features (and optional target) in, transformed out."""
         frame = self.read_input(data, mimetype, sparse_colnames)
         y = payload.read_dataframe(target, target_mimetype) if target else None
+        if self.task is not None:
+            return self._task_transform(frame), y
         hook = self.hooks.get("transform")
         if hook is not None:
             try:
@@ -438,6 +539,12 @@ class LoadedModel:
         """``get_supported_llm_models(model)``, or None when the hook is absent."""
         hook = self.hooks.get("get_supported_llm_models")
         return None if hook is None else hook(self.model)
+
+
+def _require_frame(frame: Any, hook: str) -> None:
+    """DRUM's check of a custom task's output; raised inside the call, so it is wrapped."""
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{hook} must return a dataframe, but received {type(frame)}")
 
 
 def _check_frame(frame: Any, hook: str) -> None:
