@@ -7,11 +7,14 @@ run every case against every stack and demand the same status, content type and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tests.support import FIXTURES, build_sklearn_artifact, fixture_dir
+from tests.task_models import ARGS as TASK_ARGS
+from tests.task_models import TASK_REQUESTS, TaskRequest, build_task_model, task_kinds
+from tests.task_models import drum_answers as drum_task_answers
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,8 @@ class ModelSpec:
 
     name: str
     source: str
-    """Fixture folder name, or ``sklearn:<kind>`` for an artifact built at test time."""
+    """Fixture folder name, ``sklearn:<kind>`` for an artifact built at test time, or
+    ``task:<kind>`` for a custom task model of ``tests/task_models.py`` fitted at test time."""
     args: tuple[str, ...]
     """Command-line flags; ``{code_dir}`` stands for the built code dir's path."""
     env: tuple[tuple[str, str], ...] = ()
@@ -31,6 +35,8 @@ class ModelSpec:
         """Materialise the code dir under ``root``."""
         if self.source.startswith("sklearn:"):
             target = build_sklearn_artifact(root / self.name, self.source.split(":", 1)[1])
+        elif self.source.startswith("task:"):
+            target = build_task_model(root / self.name, self.source.split(":", 1)[1])
         else:
             target = fixture_dir(self.source, root / f".{self.name}").rename(root / self.name)
         for name, text in self.files:
@@ -124,6 +130,9 @@ PPS_MODELS = [
     _pps("binary_hooks", "binary_hooks", BINARY, "binary"),
 ]
 
+#: Models on DRUM's custom task interfaces (``CustomTask`` classes).
+TASK_MODELS = [ModelSpec(f"task_{kind}", f"task:{kind}", TASK_ARGS[kind]) for kind in task_kinds()]
+
 MODELS: dict[str, ModelSpec] = {
     m.name: m
     for m in [
@@ -169,6 +178,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         *PPS_MODELS,
         *WRONG_LABEL_MODELS,
+        *TASK_MODELS,
     ]
 }
 
@@ -204,6 +214,34 @@ SAMPLES = (
     b'param key.  - binary data"}\n'
 )
 OK = b'{"message":"OK"}\n'
+#: What DRUM 1.18.1 answered to ``tests/task_models.py``'s requests (recorded as the file says).
+DRUM_TASK_ANSWERS: dict[str, dict[str, Any]] = drum_task_answers()["answers"]
+
+
+def _task_case(request: TaskRequest) -> Case:
+    """A custom task request, answered as DRUM answered it: the same bytes, or for multipart
+    ``/transform/`` answers (DRUM's boundary is random) the same parts."""
+    answer = DRUM_TASK_ANSWERS[request.id]
+    case = Case(
+        f"task-{request.id}",
+        f"task_{request.kind}",
+        "POST",
+        request.path,
+        request.body,
+        request.headers,
+        request.files,
+        status=answer["status"],
+    )
+    if "parts" in answer:
+        parts = answer["parts"]
+        return replace(
+            case,
+            body_contains=(
+                *(f'name="{name}"' for name in parts),
+                *(part["data"] for part in parts.values()),
+            ),
+        )
+    return replace(case, body_exact=answer["body"].encode(), content_type=answer["content_type"])
 
 
 def _j(obj: object) -> bytes:
@@ -1049,4 +1087,6 @@ CASES: list[Case] = [
         )
         for name, answer in DRUM_LABEL_ANSWERS.items()
     ),
+    # DRUM's custom task interfaces: /predict/ and /transform/ through CustomTask, as DRUM answers
+    *(_task_case(request) for request in TASK_REQUESTS),
 ]
