@@ -296,6 +296,15 @@ SHADOW = RolloutStatus(phase=Phase.SHADOW, started_at=T0, phase_started_at=T0, s
             Phase.CANARY,
         ),
         (
+            "5xx 2% without the evidence for immediate is left to the immediate rule",
+            canary(25, 3, trigger_streak={"error_rate": 1}),
+            obs(candidate=SideWindow(150, 3, 0.010)),
+            "step_up",
+            "step.passed",
+            50,
+            Phase.CANARY,
+        ),
+        (
             "four extension failures: gradual reduction",
             canary(50, 4, trigger_streak={"extension": 1}),
             obs(extension_failures=4),

@@ -95,6 +95,13 @@ def add_parser(sub: Any) -> None:
     for name in ("pause", "resume", "abort", "promote"):
         p = actions.add_parser(name, help=f"{name} the running rollout")
         _state_arg(p)
+    report = actions.add_parser(
+        "report", help="report an extension failure (more than 3 in the window: reduction)"
+    )
+    _state_arg(report)
+    report.add_argument(
+        "--extension", required=True, metavar="TEXT", help="what failed, as a user saw it"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             return _status(args)
         if args.rollout_command == "history":
             return _history(args)
+        if args.rollout_command == "report":
+            return _report(args)
         return _command(args)
     except ConfigError as exc:
         print(f"tandem: error: {exc}", file=sys.stderr)
@@ -438,4 +447,18 @@ def _command(args: argparse.Namespace) -> int:
     print(
         f"{args.rollout_command} queued (#{seq}); the controller applies it at its next evaluation"
     )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    store = _store(args.state)
+    if store.load_status() is None:
+        print(f"no rollout recorded in {args.state}", file=sys.stderr)
+        return 1
+    text = args.extension.strip()
+    if not text:
+        print("tandem: error: --extension needs a description", file=sys.stderr)
+        return 2
+    store.add_event("extension", "operator", text)
+    print("extension failure recorded; the controller counts it at its next evaluation")
     return 0

@@ -33,6 +33,8 @@ from typing import Any
 import httpx
 import psutil
 
+from tandem.ops.logscan import scan_log
+from tandem.rollout.alerts import matches, parse_matchers
 from tandem.rollout.analysis import SideWindow, percentile_from_histogram
 from tandem.rollout.decide import Decision, Observations, decide
 from tandem.rollout.spec import RolloutSpec
@@ -182,6 +184,13 @@ class Supervisor:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{name} did not become healthy in {timeout:g}s:\n{self.log_tail(name)}")
+
+    def log_path(self, name: str) -> Path | None:
+        """Where a child's output goes (None for an unknown child)."""
+        child = self.children.get(name)
+        if child is None:
+            return None
+        return Path(child.log_path or self.log_dir / f"{name}.log")
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines a child printed."""
@@ -508,6 +517,7 @@ class Controller:
         self.last_rule: str | None = None
         self.mirror_rate = 0.0
         self.reference_baseline: SideWindow | None = None
+        self._scanned_size: int | None = None
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=2.0)
 
@@ -618,8 +628,12 @@ class Controller:
         elif status.weight >= 100.0 and self.reference_baseline is not None:
             # At 100 % the baseline serves nothing: judge against its last full step.
             step_baseline = self.reference_baseline
+        alerts = self._security_alerts(status)
         return Observations(
             now=now,
+            security_alerts=len(alerts),
+            first_security_alert=alerts[0] if alerts else "",
+            extension_failures=self._extension_failures(now),
             baseline=window(snaps, now - self.spec.window, "baseline"),
             candidate=window(snaps, now - self.spec.window, "candidate"),
             step_baseline=step_baseline,
@@ -634,6 +648,30 @@ class Controller:
             mirror_failures=snap.mirror_failures,
             first_difference=snap.first_difference,
         )
+
+    def _security_alerts(self, status: RolloutStatus) -> list[str]:
+        """Alerts received since the rollout started whose labels match the security matcher."""
+        matchers = parse_matchers(self.spec.triggers.security_alert_matcher)
+        return [
+            e.text
+            for e in self.store.events("alert", since=status.started_at)
+            if matches(e.labels, matchers)
+        ]
+
+    def _extension_failures(self, now: float) -> int:
+        """Extension failures in the window: reports, plus those the candidate's log shows."""
+        path = self.supervisor.log_path("candidate")
+        size = path.stat().st_size if path is not None and path.exists() else None
+        if path is not None and size is not None and size != self._scanned_size:
+            self._scanned_size = size
+            scan = scan_log(path, None)
+            for i, failed in enumerate(scan.extension_failures):
+                # One key per failure per server start: rescanning counts nothing twice.
+                key = f"log:{path}:{scan.start_line_no}:{i}"
+                self.store.add_event(
+                    "extension", "candidate-log", f"failed to load {failed}", key=key
+                )
+        return len(self.store.events("extension", since=now - self.spec.window))
 
     def _stats(self, side: str) -> dict[str, Any] | None:
         try:

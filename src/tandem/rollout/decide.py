@@ -241,7 +241,11 @@ def _gradual(spec: RolloutSpec, obs: Observations) -> tuple[dict[str, bool], dic
     cand = obs.candidate
     if cand.requests >= spec.min_samples:
         low, _ = wilson_bounds(cand.errors, cand.requests, spec.confidence)
-        fired["error_rate"] = low > trig.gradual_error_rate
+        # The seed's band: 0.1-1 % reduces gradually; above 1 % the immediate rule decides as
+        # soon as its own evidence suffices, so one fault is never judged by both.
+        fired["error_rate"] = (
+            low > trig.gradual_error_rate and (cand.error_rate or 0.0) <= trig.immediate_error_rate
+        )
         numbers.update(
             error_rate=cand.error_rate,
             error_rate_lower_bound=low,

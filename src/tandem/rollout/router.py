@@ -1187,6 +1187,8 @@ class Router:
             "/api/stats": ("GET",),
             "/api/routing": ("GET", "POST"),
             "/api/dashboard": ("GET",),
+            "/api/alerts": ("POST",),
+            "/api/reports": ("POST",),
         }
         allowed = routes.get(path)
         if allowed is None:
@@ -1227,6 +1229,8 @@ class Router:
             await _send_json(send, 200, self.set_routing(routing).to_dict())
         elif path == "/api/routing":
             await _send_json(send, 200, self.routing.to_dict())
+        elif path in ("/api/alerts", "/api/reports"):
+            await self._record_events(path, receive, send)
         else:
             from tandem.rollout.dashboard import build_dashboard
 
@@ -1234,6 +1238,50 @@ class Router:
             stats = self.stats()
             doc = await asyncio.to_thread(build_dashboard, store, stats)
             await _send_json(send, 200, doc, [(b"cache-control", b"no-store")])
+
+    async def _record_events(self, path: str, receive: Receive, send: Send) -> None:
+        """Alertmanager's webhook (``/api/alerts``) or an extension-failure report
+        (``/api/reports``, ``{"extension": "text"}``), recorded in the rollout's store."""
+        if not self.config.store_path:
+            await _send_json(send, 503, _message("ERROR: this router has no rollout store"))
+            return
+        try:
+            raw = await _read_all(receive, 1024 * 1024)
+            doc = json.loads(raw or b"null")
+            events = _events_from(path, doc)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await _send_json(send, 400, _message(f"ERROR: {exc}"))
+            return
+        except _ClientGone:
+            return
+        recorded = await asyncio.to_thread(_store_events, Path(self.config.store_path), events)
+        await _send_json(send, 200, {"received": len(events), "recorded": recorded})
+
+
+def _events_from(path: str, doc: Any) -> list[tuple[str, str, str, dict[str, str], str | None]]:
+    """(kind, source, text, labels, key) for each event a posted document carries."""
+    from tandem.rollout.alerts import firing_alerts
+
+    if path == "/api/alerts":
+        return [("alert", "alertmanager", a.text, a.labels, a.key) for a in firing_alerts(doc)]
+    text = doc.get("extension") if isinstance(doc, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError('expected {"extension": "what failed"}')
+    return [("extension", "admin-api", text.strip(), {}, None)]
+
+
+def _store_events(
+    path: Path, events: list[tuple[str, str, str, dict[str, str], str | None]]
+) -> int:
+    from tandem.rollout.store import RolloutStore
+
+    store = RolloutStore(path)
+    try:
+        return sum(
+            store.add_event(k, src, text, labels, key) for k, src, text, labels, key in events
+        )
+    finally:
+        store.close()
 
 
 async def _read_all(receive: Receive, limit: int) -> bytes:

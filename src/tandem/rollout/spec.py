@@ -82,6 +82,9 @@ class Triggers:
     """Candidate 5xx rate above this (with confidence) starts a gradual reduction."""
     extension_failures: int = 3
     """More extension-failure reports than this in the window start a gradual reduction."""
+    security_alert_matcher: str = 'category="security"'
+    """Alertmanager alerts whose labels match this (Prometheus matcher syntax, comma-separated:
+    ``=``, ``!=``, ``=~``, ``!~``) are security incidents: an immediate rollback."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,9 @@ class RolloutSpec:
             raise ConfigError("triggers: need 0 < gradual_error_rate <= immediate_error_rate < 1")
         if trig.extension_failures < 0:
             raise ConfigError("triggers.extension_failures must be >= 0")
+        from tandem.rollout.alerts import parse_matchers
+
+        parse_matchers(trig.security_alert_matcher)
 
     def with_overrides(self, **changes: Any) -> RolloutSpec:
         """A copy with some fields replaced."""

@@ -11,6 +11,10 @@ Tables (schema version 1):
   request counts) for the status table and the dashboard's charts.
 - ``commands(seq, at, command, handled_at)``: ``pause``/``resume``/``abort``/``promote`` from the
   companion commands, consumed by the controller at its next evaluation.
+- ``events(seq, at, kind, source, text, labels, key)``: what the rollback triggers count besides
+  traffic: ``extension`` failure reports (``tandem rollout report``, the admin API, the
+  candidate's log) and ``alert`` (Alertmanager webhooks, labels kept for the security matcher).
+  ``key`` makes a re-delivered event (the same alert, the same log line) count once.
 
 A decision and the status it produces are written in one transaction *before* the router is
 told the new weight, so a weight is never applied without first being recorded.
@@ -52,7 +56,11 @@ CREATE TABLE IF NOT EXISTS observations (
 CREATE TABLE IF NOT EXISTS commands (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, command TEXT NOT NULL,
     handled_at REAL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+    source TEXT NOT NULL, text TEXT NOT NULL, labels TEXT NOT NULL, key TEXT UNIQUE);
 """
+EVENT_KINDS = ("extension", "alert")
 
 
 @dataclass(frozen=True)
@@ -227,6 +235,57 @@ class RolloutStore:
     def mark_handled(self, seq: int) -> None:
         """Mark a command as handled."""
         self._conn.execute("UPDATE commands SET handled_at = ? WHERE seq = ?", (time.time(), seq))
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        kind: str,
+        source: str,
+        text: str,
+        labels: dict[str, str] | None = None,
+        key: str | None = None,
+        at: float | None = None,
+    ) -> bool:
+        """Record one event; False when ``key`` was recorded before (a re-delivery)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; expected one of {EVENT_KINDS}")
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO events(at, kind, source, text, labels, key) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                time.time() if at is None else at,
+                kind,
+                source,
+                text[:2000],
+                json.dumps(labels or {}, sort_keys=True),
+                key,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def events(self, kind: str, since: float = 0.0) -> list[Event]:
+        """Events of one kind at or after ``since``, oldest first."""
+        return [
+            Event(int(r[0]), float(r[1]), str(r[2]), str(r[3]), str(r[4]), json.loads(r[5]))
+            for r in self._conn.execute(
+                "SELECT seq, at, kind, source, text, labels FROM events "
+                "WHERE kind = ? AND at >= ? ORDER BY seq",
+                (kind, since),
+            ).fetchall()
+        ]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded event."""
+
+    seq: int
+    at: float
+    kind: str
+    source: str
+    text: str
+    labels: dict[str, str]
 
 
 class StateLocked(Exception):
