@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tandem.quantiles import percentile
 from tandem.replay.compare import Answer, CompareOptions
 from tandem.replay.loader import BadLine, Expected, ReplayRequest
-from tandem.replay.report import Thresholds, build_report, percentile, render_html
+from tandem.replay.report import Thresholds, build_report, render_html
 from tandem.replay.runner import Outcome, Result, judge
 
 OPTIONS = CompareOptions()
@@ -36,13 +37,14 @@ def _report(results: list[Result], **kwargs: object) -> dict:
     )
 
 
-def test_percentile_interpolates_like_numpy() -> None:
-    assert percentile([], 50) is None
-    assert percentile([3.0], 99) == 3.0
+def test_report_percentiles_are_tandems_nearest_rank() -> None:
+    """Replay uses the same percentile as verify and the rollout (tandem.quantiles)."""
+    assert percentile([], 0.5) is None
+    assert percentile([3.0], 0.99) == 3.0
     values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == pytest.approx(50.5)
-    assert percentile(values, 99) == pytest.approx(99.01)
-    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.95) == 4.0
 
 
 def test_all_matching_passes() -> None:

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from tandem.quantiles import histogram_quantile
 from tandem.rollout.router import (
     LATENCY_BOUNDS_MS,
     Answer,
@@ -19,7 +20,6 @@ from tandem.rollout.router import (
     config_from_args,
     counts_delta,
     first_difference,
-    histogram_quantile,
     mirror_fraction,
     parse_routing_update,
     percent_to_bp,
@@ -137,10 +137,10 @@ def test_quantile_is_an_upper_bound_within_ten_percent() -> None:
         got = h.quantile(q)
         assert got is not None
         assert true <= got <= true * 1.1 + 1e-9, (q, true, got)
-    assert histogram_quantile([0] * len(h.counts), 0.99) is None
+    assert histogram_quantile([0] * len(h.counts), 0.99, LATENCY_BOUNDS_MS) is None
     overflow = [0] * len(h.counts)
     overflow[-1] = 3
-    assert histogram_quantile(overflow, 0.99) == LATENCY_BOUNDS_MS[-1]
+    assert histogram_quantile(overflow, 0.99, LATENCY_BOUNDS_MS) == LATENCY_BOUNDS_MS[-1]
 
 
 def test_window_quantile_from_cumulative_differences() -> None:
@@ -153,8 +153,8 @@ def test_window_quantile_from_cumulative_differences() -> None:
     h.observe(500.0)
     window = counts_delta(h.counts, before)
     assert sum(window) == 100
-    assert 500.0 <= histogram_quantile(window, 0.995) <= 550.0  # type: ignore[operator]
-    assert 10.0 <= histogram_quantile(window, 0.99) <= 11.0  # type: ignore[operator]
+    assert 500.0 <= histogram_quantile(window, 0.995, LATENCY_BOUNDS_MS) <= 550.0  # type: ignore[operator]
+    assert 10.0 <= histogram_quantile(window, 0.99, LATENCY_BOUNDS_MS) <= 11.0  # type: ignore[operator]
     with pytest.raises(ValueError):
         counts_delta([1, 2], [1])
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import threading
 import time
 from collections import Counter
@@ -49,6 +48,7 @@ from tandem.ops.samples import (
     file_sample,
     route_for,
 )
+from tandem.quantiles import percentile
 
 IMMEDIATE = "Immediate"
 FUNCTIONAL = "Functional"
@@ -270,15 +270,6 @@ def _strict_json(data: bytes) -> Any:
         raise ValueError(f"invalid JSON constant {constant}")
 
     return json.loads(data, parse_constant=reject)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (``q`` in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 class _Verifier:
@@ -750,7 +741,7 @@ class _Verifier:
         count = len(latencies)
         failed = sum(errors.values())
         rate = failed / count if count else 1.0
-        p50, p95, p99 = (percentile(latencies, q) for q in (50, 95, 99))
+        p50, p95, p99 = (percentile(latencies, q) for q in (0.50, 0.95, 0.99))
         data = {
             "route": route,
             "requests": count,

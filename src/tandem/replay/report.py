@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tandem.quantiles import percentile
 from tandem.replay.compare import CompareOptions
 from tandem.replay.loader import BadLine
 from tandem.replay.runner import ERROR, MATCH, NOT_COMPARED, Result
@@ -30,17 +30,6 @@ class Thresholds:
     server-side times, the candidate's are round trips, so their ratio is only informative."""
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100), linearly interpolated as numpy does; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
@@ -55,9 +44,9 @@ def _latency(values: list[float], source: str) -> dict[str, Any]:
     return {
         "source": source,
         "count": len(values),
-        "p50_ms": _ms(percentile(values, 50)),
-        "p95_ms": _ms(percentile(values, 95)),
-        "p99_ms": _ms(percentile(values, 99)),
+        "p50_ms": _ms(percentile(values, 0.50)),
+        "p95_ms": _ms(percentile(values, 0.95)),
+        "p99_ms": _ms(percentile(values, 0.99)),
     }
 
 
@@ -168,8 +157,8 @@ def build_report(
     for key, route in routes.items():
         lat_b, lat_c = route_latency[key]
         route["match_rate"] = _rate(route["matched"], route["requests"] - route["not_compared"])
-        route["baseline_p99_ms"] = _ms(percentile(lat_b, 99))
-        route["candidate_p99_ms"] = _ms(percentile(lat_c, 99))
+        route["baseline_p99_ms"] = _ms(percentile(lat_b, 0.99))
+        route["candidate_p99_ms"] = _ms(percentile(lat_c, 0.99))
 
     baseline_source = "measured round trip" if mode == "baseline" else "recorded (server-side)"
     latency: dict[str, Any] = {

@@ -27,26 +27,6 @@ def wilson_bounds(errors: int, total: int, confidence: float) -> tuple[float, fl
     return max(0.0, (centre - spread) / denom), min(1.0, (centre + spread) / denom)
 
 
-def percentile_from_histogram(
-    bounds: Sequence[float], counts: Sequence[int], q: float
-) -> float | None:
-    """The ``q`` quantile (0..1) from bucket upper bounds and counts; None when empty.
-
-    Returns the upper bound of the bucket holding the quantile (a conservative estimate whose
-    error is the bucket width, 10 % with log-spaced buckets of ratio 1.1).
-    """
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    seen = 0
-    for bound, count in zip(bounds, counts, strict=True):
-        seen += count
-        if seen >= rank:
-            return bound
-    return bounds[-1]
-
-
 def growth_per_hour(history: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
     """(fractional RSS growth per hour, span in seconds) by least squares; None if too short."""
     if len(history) < 3:

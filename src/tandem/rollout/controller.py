@@ -34,8 +34,9 @@ import httpx
 import psutil
 
 from tandem.ops.logscan import scan_log
+from tandem.quantiles import histogram_quantile
 from tandem.rollout.alerts import matches, parse_matchers
-from tandem.rollout.analysis import SideWindow, percentile_from_histogram
+from tandem.rollout.analysis import SideWindow
 from tandem.rollout.decide import Decision, Observations, decide
 from tandem.rollout.spec import RolloutSpec
 from tandem.rollout.status import Phase, RolloutStatus
@@ -366,7 +367,7 @@ def window(snapshots: Sequence[Snapshot], since: float, side: str) -> SideWindow
     if base is latest and len(snapshots) > 1 and since <= snapshots[0].at:
         base = snapshots[0]
     delta = latest.sides[side].minus(base.sides[side]) if base is not latest else Counters()
-    p99 = percentile_from_histogram(latest.bounds, delta.latency, 0.99) if delta.latency else None
+    p99 = histogram_quantile(delta.latency, 0.99, latest.bounds) if delta.latency else None
     return SideWindow(delta.requests, delta.errors, p99)
 
 

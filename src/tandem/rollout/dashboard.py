@@ -77,7 +77,7 @@ def dashboard_html() -> bytes:
 
 def summarize_router(stats: dict[str, Any]) -> dict[str, Any]:
     """The dashboard's view of the router's ``/api/stats`` document (no raw histograms)."""
-    from tandem.rollout.router import histogram_quantile
+    from tandem.quantiles import histogram_quantile
 
     bounds = stats.get("latency_bounds_ms") or []
     served = {}

@@ -108,7 +108,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -123,6 +122,7 @@ from urllib.parse import parse_qs
 import httpx
 
 from tandem.errors import ConfigError
+from tandem.quantiles import histogram_quantile
 from tandem.runtime_params import Params
 from tandem.tls import TlsSettings
 
@@ -243,31 +243,11 @@ class LatencyHistogram:
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile of everything observed (see :func:`histogram_quantile`)."""
-        return histogram_quantile(self.counts, q)
+        return histogram_quantile(self.counts, q, LATENCY_BOUNDS_MS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return {"counts": list(self.counts), "count": self.count, "sum_ms": round(self.sum_ms, 3)}
-
-
-def histogram_quantile(
-    counts: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_BOUNDS_MS
-) -> float | None:
-    """The ``q`` quantile (0 < q <= 1) of a histogram, as its bucket's upper bound.
-
-    Never below the true value and at most 10 % above it; the overflow bucket reports the last
-    bound. None when the histogram is empty.
-    """
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for i, n in enumerate(counts):
-        seen += n
-        if seen >= rank:
-            return float(bounds[min(i, len(bounds) - 1)])
-    return float(bounds[-1])
 
 
 def counts_delta(now: Sequence[int], before: Sequence[int]) -> list[int]:
@@ -1510,7 +1490,6 @@ __all__ = [
     "compare_answers",
     "counts_delta",
     "first_difference",
-    "histogram_quantile",
     "initial_routing",
     "mirror_fraction",
     "parse_routing_update",
