@@ -6,6 +6,9 @@ end-to-end tier runs against every stack; this file holds what stops a server fr
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -112,3 +115,63 @@ def test_lazy_loading_puts_the_artifact_in_place_before_load(
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"]) == 1
     assert (code_dir / "model.pkl").read_bytes() == (store / "model.pkl").read_bytes()
+
+
+SECRET_TASK = """\
+import pandas as pd
+
+from datarobot_drum.custom_task_interfaces import RegressionEstimatorInterface
+
+
+class CustomTask(RegressionEstimatorInterface):
+    def fit(self, X, y, **kwargs):
+        return self
+
+    def predict(self, X, **kwargs):
+        token = self.secrets["API"].api_token
+        db = self.secrets["DB"]
+        print(f"scoring with {token} as {db.username}:{db.password}", flush=True)
+        return pd.DataFrame({"Predictions": [float(len(token) + len(db.password))] * len(X)})
+"""
+SAVE_TASK = (
+    "import sys, _tandem_drum, pandas as pd; sys.path.insert(0, '.'); "
+    "from custom import CustomTask; "
+    "CustomTask().fit(pd.DataFrame({'a': [1.0]}), pd.Series([1.0])).save('.')"
+)
+
+
+@pytest.mark.parametrize("server_type", SERVER_TYPES)
+def test_user_secrets_reach_a_custom_task_and_no_log(tmp_path: Path, server_type: str) -> None:
+    """A mounted secret file and a prefixed variable, as DRUM reads them; values never leak."""
+    code_dir = tmp_path / "task"
+    code_dir.mkdir()
+    (code_dir / "custom.py").write_text(SECRET_TASK)
+    subprocess.run([sys.executable, "-c", SAVE_TASK], cwd=code_dir, check=True, timeout=120)
+    mount = tmp_path / "secrets"
+    mount.mkdir()
+    password = "pw-9c1e2b"  # 9 characters
+    (mount / "DB").write_text(
+        json.dumps({"credential_type": "basic", "username": "svc", "password": password})
+    )
+    token = "tok-5d8a7f0b"  # 12 characters
+    server = ServerProcess(
+        code_dir,
+        server_type,
+        args=["--target-type", "regression", "--user-secrets-mount-path", str(mount)],
+        env={
+            "USER_SECRETS_PREFIX": "MYSECRETS",
+            "MYSECRETS_API": json.dumps({"credential_type": "api_token", "api_token": token}),
+        },
+    )
+    with server:
+        r = httpx.post(
+            server.url + "/predict/", content=b"a\n1\n2\n", headers={"Content-Type": "text/csv"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json() == {"predictions": [21.0, 21.0]}
+        seen = httpx.get(server.url + "/info/").text + httpx.get(server.url + "/stats/").text
+    logs = server.logs()
+    assert "scoring with" in logs  # the model's print reached the log...
+    for secret in (token, password):  # ...with the secret values scrubbed, as DRUM scrubs them
+        assert secret not in logs
+        assert secret not in seen

@@ -40,6 +40,8 @@ ENV_VALUES = {
     "deployment_id": "DEPLOYMENT_ID",
     "model_id": "MODEL_ID",
     "monitor_settings": "MONITOR_SETTINGS",
+    "user_secrets_mount_path": "USER_SECRETS_MOUNT_PATH",
+    "user_secrets_prefix": "USER_SECRETS_PREFIX",
 }
 #: Second-choice environment variables, read when the first is unset too (DRUM's defaults).
 ENV_FALLBACKS = {"deployment_id": "MLOPS_DEPLOYMENT_ID", "model_id": "MLOPS_MODEL_ID"}
@@ -134,6 +136,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--webserver", help="DataRobot external web server URL (env: EXTERNAL_WEB_SERVER_URL)"
     )
     parser.add_argument("--api-token", help="DataRobot API token (env: API_TOKEN)")
+    parser.add_argument(
+        "--user-secrets-mount-path",
+        metavar="DIR",
+        help="folder of secret files, one JSON credential each (env: USER_SECRETS_MOUNT_PATH)",
+    )
+    parser.add_argument(
+        "--user-secrets-prefix",
+        metavar="PREFIX",
+        help="secrets from PREFIX_<NAME> variables (env: USER_SECRETS_PREFIX)",
+    )
     parser.add_argument(
         "--lazy-loading-file",
         type=existing_file,

@@ -115,6 +115,10 @@ class ServeSettings:
     every stack (slow-header clients are dropped, with 408 where the server can answer)."""
     api_access: ApiAccess | None = None
     """``--allow-dr-api-access``: DataRobot's client configured for the model."""
+    user_secrets_mount_path: str | None = None
+    """``--user-secrets-mount-path``: secret files for a custom task (DRUM's)."""
+    user_secrets_prefix: str | None = None
+    """``--user-secrets-prefix``: ``<PREFIX>_<NAME>`` variables holding a custom task's secrets."""
     deployment_config: dict[str, Any] | None = None
     """``--deployment-config``: answer ``/predict/`` in DataRobot's prediction-API shape."""
     request_timeout: float = 120.0
@@ -315,6 +319,8 @@ def build_settings(
         api_access=ApiAccess.from_options(
             bool(cli.get("allow_dr_api_access")), cli.get("webserver"), cli.get("api_token")
         ),
+        user_secrets_mount_path=cli.get("user_secrets_mount_path") or None,
+        user_secrets_prefix=cli.get("user_secrets_prefix") or None,
         deployment_config=(
             deployment_config.load(cli["deployment_config"])
             if cli.get("deployment_config")

@@ -218,6 +218,8 @@ def test_env_tables_match_drum() -> None:
         "deployment_id": "DEPLOYMENT_ID",
         "model_id": "MODEL_ID",
         "monitor_settings": "MONITOR_SETTINGS",
+        "user_secrets_mount_path": "USER_SECRETS_MOUNT_PATH",
+        "user_secrets_prefix": "USER_SECRETS_PREFIX",
     }
     assert ENV_FALLBACKS == {"deployment_id": "MLOPS_DEPLOYMENT_ID", "model_id": "MLOPS_MODEL_ID"}
     assert ENV_FLAGS == {

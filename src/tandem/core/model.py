@@ -6,7 +6,6 @@ import enum
 import importlib.util
 import inspect
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -281,13 +280,9 @@ class LoadedModel:
         logger.info("Loaded custom task %s from %s", type(task).__qualname__, code_dir)
 
     def _user_secrets_sources(self) -> tuple[str | None, str | None]:
-        """DRUM's ``--user-secrets-mount-path`` and ``--user-secrets-prefix``: from the settings
-        when they carry them, else from the variables DRUM reads them from."""
-        found = []
-        for name in ("user_secrets_mount_path", "user_secrets_prefix"):
-            value = getattr(self.settings, name, None) or os.environ.get(name.upper())
-            found.append(str(value) if value else None)
-        return found[0], found[1]
+        """DRUM's ``--user-secrets-mount-path`` and ``--user-secrets-prefix`` (or their
+        ``USER_SECRETS_*`` variables, which the CLI has merged into the settings)."""
+        return self.settings.user_secrets_mount_path, self.settings.user_secrets_prefix
 
     def _needs_no_artifact(self) -> bool:
         """Hook-only models (score/chat/unstructured) may ship no artifact and no load_model."""
