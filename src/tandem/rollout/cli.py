@@ -34,8 +34,18 @@ def add_parser(sub: Any) -> None:
 
     start = actions.add_parser("start", help="start (or resume) a rollout and supervise it")
     _state_arg(start)
-    start.add_argument("--code-dir", required=True)
-    start.add_argument("--target-type", required=True)
+    start.add_argument(
+        "--code-dir", help="the model; the rollout runs both sides of it (spawn targets)"
+    )
+    start.add_argument(
+        "--target-type", help="the model's target type (attach: default from the baseline's /info/)"
+    )
+    start.add_argument(
+        "--baseline-url",
+        help="attach targets: a deployment already serving the baseline stack (never started, "
+        "stopped or restarted by the rollout; needs --candidate-url)",
+    )
+    start.add_argument("--candidate-url", help="attach targets: the candidate deployment")
     start.add_argument(
         "--address",
         default="127.0.0.1:8080",
@@ -123,6 +133,38 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _targets(args: argparse.Namespace) -> str:
+    """Check the targets flags (spawn or attach) and return the model's target type."""
+    from tandem.errors import ConfigError
+
+    if bool(args.baseline_url) != bool(args.candidate_url):
+        raise ConfigError("--baseline-url and --candidate-url go together (attach targets)")
+    if args.baseline_url:
+        import httpx
+
+        if args.baseline_env or args.candidate_env or args.server_arg:
+            raise ConfigError(
+                "--baseline-env, --candidate-env and --server-arg configure spawned servers; "
+                "attached deployments are configured where they run"
+            )
+        if args.target_type:
+            return str(args.target_type)
+        try:
+            info = httpx.get(args.baseline_url.rstrip("/") + "/info/", timeout=10).json()
+            return str(info["targetType"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"cannot read the target type from {args.baseline_url}/info/ ({exc}); "
+                "pass --target-type"
+            ) from None
+    if not args.code_dir or not args.target_type:
+        raise ConfigError(
+            "rollout start needs --code-dir and --target-type (spawn targets), or "
+            "--baseline-url and --candidate-url (attach targets)"
+        )
+    return str(args.target_type)
+
+
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
     from tandem.errors import ConfigError
 
@@ -172,7 +214,8 @@ def _resumed_deployment(saved: dict[str, Any], token: str | None) -> Any:
         raise ConfigError("this rollout was started without --admin-token; resume it without one")
     if token and digest and not hmac.compare_digest(_token_digest(token), digest):
         raise ConfigError("--admin-token does not match the token this rollout was started with")
-    return Deployment(**{**fields, "code_dir": Path(fields["code_dir"]), "admin_token": token})
+    code_dir = Path(fields["code_dir"]) if fields.get("code_dir") else None
+    return Deployment(**{**fields, "code_dir": code_dir, "admin_token": token})
 
 
 def _spec_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +272,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         RouterClient,
         Supervisor,
         build_children,
+        check_attached,
         free_port,
         http_notifier,
         tls_variables,
@@ -261,14 +305,15 @@ def _run_locked(args: argparse.Namespace) -> int:
         if saved_spec is not None:
             _record_spec_change(store, saved_spec, spec)
     else:
+        target_type = _targets(args)
         host, port = _hostport(args.address, "--address")
         if args.admin_address:
             admin_host, admin_port = _hostport(args.admin_address, "--admin-address")
         else:
             admin_host, admin_port = "127.0.0.1", port + 1
         dep = Deployment(
-            code_dir=Path(args.code_dir).resolve(),
-            server_args=["--target-type", args.target_type, *args.server_arg],
+            code_dir=Path(args.code_dir).resolve() if args.code_dir else None,
+            server_args=["--target-type", target_type, *args.server_arg],
             baseline_type=normalise_server_type(args.baseline, "--baseline"),
             candidate_type=normalise_server_type(args.candidate, "--candidate"),
             baseline_env=_pairs(args.baseline_env, "--baseline-env"),
@@ -281,12 +326,18 @@ def _run_locked(args: argparse.Namespace) -> int:
             baseline_port=free_port(),
             candidate_port=free_port(),
             backend_timeout=args.backend_timeout,
+            baseline_url=args.baseline_url.rstrip("/") if args.baseline_url else None,
+            candidate_url=args.candidate_url.rstrip("/") if args.candidate_url else None,
         )
         recorded = {k: v for k, v in dep.__dict__.items() if k != "admin_token"}
-        recorded["code_dir"] = str(dep.code_dir)
+        recorded["code_dir"] = str(dep.code_dir) if dep.code_dir else None
         recorded["admin_token_sha256"] = _token_digest(dep.admin_token) if dep.admin_token else None
         store.set_json("deployment", recorded)
         store.set_json("spec", spec.to_dict())
+    if dep.attached:
+        # Checked on every start, resumed ones included: the URL may now serve something else.
+        for side, stack in (("baseline", dep.baseline_type), ("candidate", dep.candidate_type)):
+            check_attached(side, dep.side_urls()[side], stack)
     children = build_children(dep, Path(args.state).resolve())
     known = store.get_json("children") or {}
     for child in children:
@@ -299,9 +350,10 @@ def _run_locked(args: argparse.Namespace) -> int:
         children, Path(args.state).resolve().parent / "rollout-logs", on_change=remember
     )
     try:
-        for name in ("baseline", "candidate"):
+        spawned = [n for n in ("baseline", "candidate") if supervisor.supervises(n)]
+        for name in spawned:
             supervisor.ensure(name)
-        for name in ("baseline", "candidate"):
+        for name in spawned:
             supervisor.wait_healthy(name)
         supervisor.ensure("router")
         supervisor.wait_healthy("router")
@@ -317,9 +369,9 @@ def _run_locked(args: argparse.Namespace) -> int:
         store,
         supervisor,
         RouterClient(urls["router"], dep.admin_token),
-        {"baseline": urls["baseline"], "candidate": urls["candidate"]},
+        dep.side_urls(),
         http_notifier(args.notify_url),
-        baseline_verifier(dep.code_dir, dep.baseline_type, args.target_type),
+        baseline_verifier(dep.code_dir, dep.baseline_type, dep.server_args[1]),
     )
     scheme = "https" if any(os.environ.get(name) for name in tls_variables()) else "http"
     print(

@@ -186,6 +186,10 @@ class Supervisor:
             time.sleep(0.1)
         raise RuntimeError(f"{name} did not become healthy in {timeout:g}s:\n{self.log_tail(name)}")
 
+    def supervises(self, name: str) -> bool:
+        """Whether ``name`` is one of this rollout's own processes (not an attached one)."""
+        return name in self.children
+
     def log_path(self, name: str) -> Path | None:
         """Where a child's output goes (None for an unknown child)."""
         child = self.children.get(name)
@@ -373,9 +377,14 @@ def window(snapshots: Sequence[Snapshot], since: float, side: str) -> SideWindow
 
 @dataclass
 class Deployment:
-    """What a rollout runs: the model, the two stacks, the addresses."""
+    """What a rollout runs: the model, the two stacks, the addresses.
 
-    code_dir: Path
+    Two ways to get the two sides (the *targets* seam): ``spawn`` starts baseline and candidate
+    of ``code_dir`` on loopback ports; ``attach`` (``baseline_url`` and ``candidate_url`` set)
+    uses deployments something else runs, which the rollout never starts, stops or restarts.
+    """
+
+    code_dir: Path | None
     server_args: list[str]
     baseline_type: str = "flask"
     candidate_type: str = "fastapi"
@@ -390,6 +399,44 @@ class Deployment:
     candidate_port: int = 0
     backend_timeout: float = 60.0
     """Seconds the router waits for a backend before failing over to the baseline."""
+    baseline_url: str | None = None
+    candidate_url: str | None = None
+
+    @property
+    def attached(self) -> bool:
+        """Whether the sides are deployments run by someone else."""
+        return self.baseline_url is not None
+
+    def side_urls(self) -> dict[str, str]:
+        """Where each side answers."""
+        if self.attached:
+            assert self.baseline_url is not None and self.candidate_url is not None
+            return {"baseline": self.baseline_url, "candidate": self.candidate_url}
+        return {
+            "baseline": f"http://127.0.0.1:{self.baseline_port}",
+            "candidate": f"http://127.0.0.1:{self.candidate_port}",
+        }
+
+
+def check_attached(side: str, url: str, expected: str, timeout: float = 10.0) -> None:
+    """Refuse to start unless the deployment at ``url`` answers ``/info/`` as ``expected``."""
+    from tandem.errors import ConfigError
+    from tandem.ops import stack_from_info
+
+    try:
+        resp = httpx.get(url.rstrip("/") + "/info/", timeout=timeout)
+        info = resp.json() if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ConfigError(f"--{side}-url {url} does not answer /info/: {exc}") from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"--{side}-url {url} answered /info/ with {resp.status_code}")
+    stack = stack_from_info(info)
+    if stack != expected:
+        raise ConfigError(
+            f"--{side}-url {url} serves {stack or 'an unknown stack'} "
+            f"(/info/ drumServer={info.get('drumServer')!r}, processServer="
+            f"{info.get('processServer')!r}); the rollout expects {expected} there (--{side})"
+        )
 
 
 def free_port() -> int:
@@ -407,13 +454,15 @@ def tls_variables() -> tuple[str, ...]:
 
 
 def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
-    """The three child processes of a rollout."""
+    """The child processes of a rollout: baseline, candidate and router, or only the router
+    when the sides are attached deployments."""
     python = sys.executable
     children = []
-    for side, stack, port, extra in (
+    sides = (
         ("baseline", dep.baseline_type, dep.baseline_port, dep.baseline_env),
         ("candidate", dep.candidate_type, dep.candidate_port, dep.candidate_env),
-    ):
+    )
+    for side, stack, port, extra in () if dep.attached else sides:
         env = {"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": stack, **extra}
         children.append(
             ChildSpec(
@@ -444,9 +493,9 @@ def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
         "--admin",
         f"{dep.admin_host}:{dep.admin_port}",
         "--baseline",
-        f"http://127.0.0.1:{dep.baseline_port}",
+        dep.side_urls()["baseline"],
         "--candidate",
-        f"http://127.0.0.1:{dep.candidate_port}",
+        dep.side_urls()["candidate"],
         "--store",
         str(state),
         "--backend-timeout",
@@ -574,7 +623,7 @@ class Controller:
     def tick(self, status: RolloutStatus) -> RolloutStatus:
         """Observe, decide, record, apply."""
         for name in ("router", "baseline"):
-            if self.supervisor.ensure(name):
+            if self.supervisor.supervises(name) and self.supervisor.ensure(name):
                 self.supervisor.wait_healthy(name)
         command = None
         pending = self.store.pending_commands()

@@ -16,7 +16,9 @@ def _framework(server_type: str) -> str:
     return "fastapi" if server_type == "fastapi" else "flask"
 
 
-def _sample_payload(code_dir: Path) -> bytes | None:
+def _sample_payload(code_dir: Path | None) -> bytes | None:
+    if code_dir is None:
+        return None
     for name in ("data.csv", *sorted(p.name for p in code_dir.glob("*.csv"))):
         path = code_dir / name
         if path.is_file():
@@ -76,7 +78,7 @@ def minimal_checks(
 
 
 def baseline_verifier(
-    code_dir: Path, server_type: str, target_type: str
+    code_dir: Path | None, server_type: str, target_type: str
 ) -> Callable[[str], dict[str, Any]]:
     """A callable that verifies the baseline at a URL and returns a JSON-able result."""
     framework = _framework(server_type)
