@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,63 @@ def prometheus(
     ]
     with _process(cmd, f"http://127.0.0.1:{port}", workdir / "prometheus.log", "prometheus") as url:
         yield url
+
+
+NGINX = shutil.which("nginx")
+
+
+@dataclass
+class Nginx:
+    """A running nginx whose ``http`` block includes one file a test (or the rollout) owns."""
+
+    prefix: Path
+    main_conf: Path
+    include: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def test_cmd(self) -> str:
+        """``nginx -t`` for this instance."""
+        return f"{NGINX} -t -c {self.main_conf} -p {self.prefix}"
+
+    @property
+    def reload_cmd(self) -> str:
+        """Graceful reload of this instance."""
+        return f"{NGINX} -s reload -c {self.main_conf} -p {self.prefix}"
+
+
+@contextmanager
+def nginx(prefix: Path, include_text: str) -> Iterator[Nginx]:
+    """An nginx (one worker, no daemon) including ``prefix/tandem.conf``, started with
+    ``include_text`` in it; the include's own ``server`` block decides what it listens on."""
+    assert NGINX, "nginx is not installed (.ci/run installs nginx-light)"
+    prefix.mkdir(parents=True, exist_ok=True)
+    include = prefix / "tandem.conf"
+    include.write_text(include_text)
+    temp = " ".join(
+        f"{name}_temp_path {prefix / name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = prefix / "nginx.conf"
+    main.write_text(
+        f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} warn;\n"
+        "daemon off;\nworker_processes 1;\nevents { worker_connections 1024; }\n"
+        f"http {{\n  access_log off;\n  {temp}\n  include {include};\n}}\n"
+    )
+    log = (prefix / "stdout.log").open("wb")
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(main), "-p", str(prefix)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (prefix / "nginx.pid").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start:\n{(prefix / 'error.log').read_text()}")
+            time.sleep(0.05)
+        yield Nginx(prefix, main, include, proc)
+    finally:
+        stop_process_group(proc)  # type: ignore[arg-type]
+        log.close()

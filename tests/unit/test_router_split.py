@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 
@@ -23,10 +22,9 @@ from tandem.rollout.router import (
     mirror_fraction,
     parse_routing_update,
     percent_to_bp,
-    request_key,
     should_mirror,
-    split_bucket,
 )
+from tandem.rollout.split import murmur_hash2, request_key
 
 KEYS = [f"req-{i}" for i in range(50_000)]
 
@@ -37,21 +35,27 @@ def test_request_key_prefers_the_request_id() -> None:
     assert request_key("  ", "10.0.0.1", "/predict/") == "10.0.0.1 /predict/"
 
 
-def test_split_bucket_is_the_documented_blake2b() -> None:
-    for key in ("a", "req-1", "10.0.0.1 /predict/", "ünïcode"):
-        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        assert split_bucket(key) == int.from_bytes(digest, "big") % 10_000
-    assert all(0 <= split_bucket(k) < 10_000 for k in KEYS[:1000])
-    assert split_bucket("same") == split_bucket("same")
+def test_split_is_nginx_split_clients() -> None:
+    """Candidate iff MurmurHash2(key) < weight_bp * 0xffffffff // 10000 (see tandem.rollout.split;
+    tests/rollout/test_nginx_e2e.py checks the same requests against a real nginx)."""
+    for key in ("a", "req-1", "10.0.0.1 /predict/", "ünïcode", "abc", "abcd", "abcde"):
+        h = murmur_hash2(key.encode())
+        assert 0 <= h <= 0xFFFFFFFF
+        for weight_bp in (1, 1234, 5000, 9999):
+            expected = h < weight_bp * 0xFFFFFFFF // 10_000
+            assert (choose_side(key, weight_bp) == "candidate") is expected
+    assert murmur_hash2(b"") == 0
+    assert murmur_hash2(b"same") == murmur_hash2(b"same")
 
 
 def test_choose_side_edges_and_monotonicity() -> None:
     assert all(choose_side(k, 0) == "baseline" for k in KEYS[:2000])
     assert all(choose_side(k, 10_000) == "candidate" for k in KEYS[:2000])
     for key in KEYS[:500]:
-        bucket = split_bucket(key)
-        assert choose_side(key, bucket) == "baseline"
-        assert choose_side(key, bucket + 1) == "candidate"
+        h = murmur_hash2(key.encode())
+        first = next(w for w in range(1, 10_001) if h < w * 0xFFFFFFFF // 10_000)
+        assert choose_side(key, first - 1) == "baseline"
+        assert choose_side(key, first) == "candidate"
     # Raising the weight only ever moves keys from the baseline to the candidate.
     weights = [0, 1, 100, 500, 1000, 2500, 5000, 7500, 9000, 10_000]
     for key in KEYS[:2000]:
@@ -73,7 +77,7 @@ def test_buckets_are_uniform() -> None:
     # Chi-square over 100 equal bucket ranges: 99 degrees of freedom, 99.99th percentile ≈ 160.
     counts = [0] * 100
     for key in KEYS:
-        counts[split_bucket(key) // 100] += 1
+        counts[murmur_hash2(key.encode()) * 100 >> 32] += 1
     expected = len(KEYS) / 100
     chi2 = sum((c - expected) ** 2 / expected for c in counts)
     assert chi2 < 160, chi2

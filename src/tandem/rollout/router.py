@@ -7,8 +7,10 @@ both backends) with two listeners:
 string) to the baseline or the candidate:
 
 - *Split.* The request key is ``X-Request-ID`` when present, else ``"<client address> <path>"``.
-  ``blake2b(key, digest_size=8)`` modulo 10 000 is the key's bucket (0.01 % resolution); the
-  candidate serves the request when ``bucket < weight_bp`` (weight in basis points, 0..10 000).
+  The candidate serves the request when nginx's MurmurHash2 of the key is below
+  ``weight_bp * 0xffffffff // 10000`` (weight in basis points, 0..10 000): exactly nginx's
+  ``split_clients``, so the built-in router and the nginx engine split alike
+  (:mod:`tandem.rollout.split`).
   The same key (a retry) always lands on the same side for a given weight, and raising the weight
   only moves keys from the baseline to the candidate. Clients that want a fine-grained split send
   a distinct ``X-Request-ID`` per request: without one, all requests of one client to one path
@@ -123,6 +125,7 @@ import httpx
 
 from tandem.errors import ConfigError
 from tandem.quantiles import histogram_quantile
+from tandem.rollout.split import BUCKETS, request_key, to_candidate
 from tandem.runtime_params import Params
 from tandem.tls import TlsSettings
 
@@ -136,7 +139,6 @@ Send = Callable[[Message], Awaitable[None]]
 BASELINE = "baseline"
 CANDIDATE = "candidate"
 SIDES = (BASELINE, CANDIDATE)
-BUCKETS = 10_000
 """Split resolution: one bucket is 0.01 % of the keys."""
 MAX_WEIGHT_BP = BUCKETS
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
@@ -164,19 +166,6 @@ HOP_BY_HOP = frozenset(
 # -- splitting ---------------------------------------------------------------------------------
 
 
-def request_key(request_id: str | None, client_host: str, path: str) -> str:
-    """The split key: ``X-Request-ID`` when present (and not blank), else ``"<client> <path>"``."""
-    if request_id is not None and request_id.strip():
-        return request_id
-    return f"{client_host} {path}"
-
-
-def split_bucket(key: str) -> int:
-    """The key's bucket in ``0..9999``: ``int(blake2b(key, digest_size=8)) % 10000``."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % BUCKETS
-
-
 def mirror_fraction(key: str) -> float:
     """A number in ``[0, 1)`` from the key, independent of :func:`split_bucket`."""
     digest = hashlib.blake2b(
@@ -186,8 +175,8 @@ def mirror_fraction(key: str) -> float:
 
 
 def choose_side(key: str, weight_bp: int) -> str:
-    """``"candidate"`` when the key's bucket is below ``weight_bp``, else ``"baseline"``."""
-    return CANDIDATE if split_bucket(key) < weight_bp else BASELINE
+    """The side of a request: nginx's ``split_clients`` rule (:mod:`tandem.rollout.split`)."""
+    return CANDIDATE if to_candidate(key, weight_bp) else BASELINE
 
 
 def should_mirror(key: str, mirror_rate: float) -> bool:
@@ -1498,5 +1487,4 @@ __all__ = [
     "run_router",
     "serve",
     "should_mirror",
-    "split_bucket",
 ]
