@@ -82,16 +82,24 @@ def alertmanager(workdir: Path, webhook_url: str, bearer: str | None = None) -> 
 def prometheus(
     workdir: Path,
     rules: list[dict[str, Any]] | None = None,
-    scrape: dict[str, str] | None = None,
+    scrape: dict[str, str | tuple[str, dict[str, str]]] | None = None,
     alertmanager_url: str | None = None,
 ) -> Iterator[str]:
-    """A Prometheus evaluating ``rules`` every second and scraping ``scrape`` (job -> host:port)."""
+    """A Prometheus evaluating ``rules`` every second and scraping ``scrape`` every second
+    (job -> ``host:port``, or ``(host:port, target labels)``)."""
     assert PROMETHEUS, "prometheus is not installed (.ci/run installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            {
+                "job_name": job,
+                "static_configs": [
+                    {"targets": [target], "labels": {}}
+                    if isinstance(target, str)
+                    else {"targets": [target[0]], "labels": target[1]}
+                ],
+            }
             for job, target in (scrape or {}).items()
         ],
     }
@@ -115,7 +123,20 @@ def prometheus(
         "--rules.alert.resend-delay=1s",
     ]
     with _process(cmd, f"http://127.0.0.1:{port}", workdir / "prometheus.log", "prometheus") as url:
+        _wait_scraped(url, len(scrape or {}))
         yield url
+
+
+def _wait_scraped(url: str, targets: int) -> None:
+    """Until every target was scraped once: discovery hands targets over only after ~5 s."""
+    deadline = time.monotonic() + 30
+    while targets and time.monotonic() < deadline:
+        active = httpx.get(url + "/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+        if len(active) >= targets and all(t["health"] != "unknown" for t in active):
+            return
+        time.sleep(0.2)
+    if targets:
+        raise RuntimeError(f"prometheus did not scrape its {targets} targets in 30 s")
 
 
 NGINX = shutil.which("nginx")

@@ -47,6 +47,25 @@ def add_parser(sub: Any) -> None:
     )
     start.add_argument("--candidate-url", help="attach targets: the candidate deployment")
     start.add_argument(
+        "--prometheus-url",
+        help="judge by Prometheus (PromQL over the window) instead of the router's counters",
+    )
+    start.add_argument(
+        "--prometheus-selector",
+        default="",
+        help='labels of this deployment\'s series, e.g. \'namespace="ml", app="churn"\'',
+    )
+    start.add_argument(
+        "--baseline-selector",
+        default=None,
+        help='the baseline\'s series (default server_type="flask")',
+    )
+    start.add_argument(
+        "--candidate-selector",
+        default=None,
+        help='the candidate\'s series (default server_type="fastapi")',
+    )
+    start.add_argument(
         "--address",
         default="127.0.0.1:8080",
         help="public address of the traffic router (host:port)",
@@ -131,6 +150,23 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tandem: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _metric_source(args: argparse.Namespace) -> Any:
+    """The metrics seam: Prometheus when ``--prometheus-url`` is given, else None (built in)."""
+    if not args.prometheus_url:
+        return None
+    from tandem.rollout.prometheus import PrometheusSource
+
+    selectors = {
+        side: sel
+        for side, sel in (
+            ("baseline", args.baseline_selector),
+            ("candidate", args.candidate_selector),
+        )
+        if sel
+    }
+    return PrometheusSource(args.prometheus_url, selectors, args.prometheus_selector)
 
 
 def _targets(args: argparse.Namespace) -> str:
@@ -372,6 +408,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         dep.side_urls(),
         http_notifier(args.notify_url),
         baseline_verifier(dep.code_dir, dep.baseline_type, dep.server_args[1]),
+        metrics=_metric_source(args),
     )
     scheme = "https" if any(os.environ.get(name) for name in tls_variables()) else "http"
     print(

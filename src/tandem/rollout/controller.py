@@ -38,6 +38,7 @@ from tandem.quantiles import histogram_quantile
 from tandem.rollout.alerts import matches, parse_matchers
 from tandem.rollout.analysis import SideWindow
 from tandem.rollout.decide import Decision, Observations, decide
+from tandem.rollout.prometheus import PrometheusSource
 from tandem.rollout.spec import RolloutSpec
 from tandem.rollout.status import Phase, RolloutStatus
 from tandem.rollout.store import RolloutStore
@@ -551,6 +552,7 @@ class Controller:
         side_urls: Mapping[str, str],
         notify: Notifier,
         verify: Verifier | None = None,
+        metrics: PrometheusSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
@@ -560,6 +562,9 @@ class Controller:
         self.side_urls = dict(side_urls)
         self.notify = notify
         self.verify = verify
+        self.metrics = metrics
+        """Where traffic, latency, memory and liveness come from: Prometheus, or (None) the
+        built-in router's counters plus each side's /stats/ (the *metrics* seam)."""
         self.clock = clock
         self.snapshots: deque[Snapshot] = deque()
         self.rss_history: deque[tuple[float, float]] = deque()
@@ -659,20 +664,35 @@ class Controller:
         )
         while len(self.snapshots) > 2 and self.snapshots[1].at < now - keep:
             self.snapshots.popleft()
-        rss = {side: self._rss(side) for side in SIDES}
-        oom = self._oom_kills("candidate")
-        if self._ping("candidate"):
+        step_since = (
+            status.step_started_at if status.phase != Phase.SHADOW else (status.phase_started_at)
+        )
+        snaps = list(self.snapshots)
+        if self.metrics is not None:
+            readings = {
+                side: self.metrics.read(side, now, self.spec.window, step_since, status.started_at)
+                for side in SIDES
+            }
+            rss = {side: readings[side].rss for side in SIDES}
+            oom = readings["candidate"].oom_kills
+            windows = {side: readings[side].window for side in SIDES}
+            steps = {side: readings[side].step for side in SIDES}
+            # up=0 is evidence of a dead target; no series is no data, and the probe decides.
+            alive = readings["candidate"].up is not False and self._ping("candidate")
+        else:
+            rss = {side: self._rss(side) for side in SIDES}
+            oom = self._oom_kills("candidate")
+            windows = {side: window(snaps, now - self.spec.window, side) for side in SIDES}
+            steps = {side: window(snaps, step_since, side) for side in SIDES}
+            alive = self._ping("candidate")
+        if alive:
             self.last_ping = now
         if rss["candidate"] is not None:
             self.rss_history.append((now, rss["candidate"]))
             horizon = max(2 * self.spec.triggers.leak_min_span, 3600.0)
             while self.rss_history and self.rss_history[0][0] < now - horizon:
                 self.rss_history.popleft()
-        step_since = (
-            status.step_started_at if status.phase != Phase.SHADOW else (status.phase_started_at)
-        )
-        snaps = list(self.snapshots)
-        step_baseline = window(snaps, step_since, "baseline")
+        step_baseline = steps["baseline"]
         if step_baseline.requests >= self.spec.min_samples:
             self.reference_baseline = step_baseline
         elif status.weight >= 100.0 and self.reference_baseline is not None:
@@ -684,10 +704,10 @@ class Controller:
             security_alerts=len(alerts),
             first_security_alert=alerts[0] if alerts else "",
             extension_failures=self._extension_failures(now),
-            baseline=window(snaps, now - self.spec.window, "baseline"),
-            candidate=window(snaps, now - self.spec.window, "candidate"),
+            baseline=windows["baseline"],
+            candidate=windows["candidate"],
             step_baseline=step_baseline,
-            step_candidate=window(snaps, step_since, "candidate"),
+            step_candidate=steps["candidate"],
             baseline_rss=rss["baseline"],
             candidate_rss=rss["candidate"],
             candidate_rss_history=tuple(self.rss_history),
