@@ -90,6 +90,10 @@ def serving(cmd: list[str | Path], tmp: Path) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, "server did not answer /ping in 120 s"
             time.sleep(0.2)
+        # Whoever answered must be this process: a server that lost the port to another one
+        # (free_port() races other test processes) exits on its failed bind.
+        time.sleep(1.0)
+        assert proc.poll() is None, (tmp / f"server-{port}.log").read_text(errors="replace")
         yield url
     finally:
         stop_process_group(proc)  # type: ignore[arg-type]
