@@ -47,6 +47,22 @@ def add_parser(sub: Any) -> None:
     )
     start.add_argument("--candidate-url", help="attach targets: the candidate deployment")
     start.add_argument(
+        "--traffic",
+        choices=("builtin", "nginx"),
+        default="builtin",
+        help="who splits the traffic: the built-in router, or nginx (needs --nginx-conf and "
+        "--prometheus-url)",
+    )
+    start.add_argument(
+        "--nginx-conf",
+        help="the include file the rollout owns (your nginx.conf includes it in http {})",
+    )
+    start.add_argument("--nginx-test-cmd", default="nginx -t", help="checks the configuration")
+    start.add_argument(
+        "--nginx-reload-cmd", default="nginx -s reload", help="applies it gracefully"
+    )
+    start.add_argument("--nginx-access-log", help="log each request's side here")
+    start.add_argument(
         "--prometheus-url",
         help="judge by Prometheus (PromQL over the window) instead of the router's counters",
     )
@@ -150,6 +166,25 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tandem: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _traffic_engine(dep: Any) -> Any:
+    """The traffic seam: nginx's include file, or None (the built-in router)."""
+    if dep.traffic != "nginx":
+        return None
+    from tandem.rollout.nginx import NginxTraffic
+
+    urls = dep.side_urls()
+    return NginxTraffic(
+        conf_path=Path(dep.nginx_conf),
+        listen=f"{dep.public_host}:{dep.public_port}",
+        baseline_url=urls["baseline"],
+        candidate_url=urls["candidate"],
+        test_cmd=dep.nginx_test_cmd,
+        reload_cmd=dep.nginx_reload_cmd,
+        access_log=Path(dep.nginx_access_log) if dep.nginx_access_log else None,
+        compare_url=f"http://127.0.0.1:{dep.compare_port}",
+    )
 
 
 def _metric_source(args: argparse.Namespace) -> Any:
@@ -302,6 +337,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace) -> int:
+    from tandem.errors import ConfigError
     from tandem.rollout.controller import (
         Controller,
         Deployment,
@@ -342,6 +378,11 @@ def _run_locked(args: argparse.Namespace) -> int:
             _record_spec_change(store, saved_spec, spec)
     else:
         target_type = _targets(args)
+        if args.traffic == "nginx" and not (args.nginx_conf and args.prometheus_url):
+            raise ConfigError(
+                "--traffic nginx needs --nginx-conf (the include file the rollout owns) and "
+                "--prometheus-url (nginx keeps no per-side counters the rollout could judge by)"
+            )
         host, port = _hostport(args.address, "--address")
         if args.admin_address:
             admin_host, admin_port = _hostport(args.admin_address, "--admin-address")
@@ -364,6 +405,12 @@ def _run_locked(args: argparse.Namespace) -> int:
             backend_timeout=args.backend_timeout,
             baseline_url=args.baseline_url.rstrip("/") if args.baseline_url else None,
             candidate_url=args.candidate_url.rstrip("/") if args.candidate_url else None,
+            traffic=args.traffic,
+            nginx_conf=str(Path(args.nginx_conf).resolve()) if args.nginx_conf else None,
+            nginx_test_cmd=args.nginx_test_cmd,
+            nginx_reload_cmd=args.nginx_reload_cmd,
+            nginx_access_log=args.nginx_access_log,
+            compare_port=free_port() if args.traffic == "nginx" else 0,
         )
         recorded = {k: v for k, v in dep.__dict__.items() if k != "admin_token"}
         recorded["code_dir"] = str(dep.code_dir) if dep.code_dir else None
@@ -409,7 +456,11 @@ def _run_locked(args: argparse.Namespace) -> int:
         http_notifier(args.notify_url),
         baseline_verifier(dep.code_dir, dep.baseline_type, dep.server_args[1]),
         metrics=_metric_source(args),
+        traffic=_traffic_engine(dep),
     )
+    if dep.traffic == "nginx":
+        # The comparison service mirrors everything nginx sends it and serves nothing.
+        controller.router.set_routing(0.0, 1.0)
     scheme = "https" if any(os.environ.get(name) for name in tls_variables()) else "http"
     print(
         f"rollout: router on {scheme}://{dep.public_host}:{dep.public_port}, dashboard on "

@@ -38,6 +38,7 @@ from tandem.quantiles import histogram_quantile
 from tandem.rollout.alerts import matches, parse_matchers
 from tandem.rollout.analysis import SideWindow
 from tandem.rollout.decide import Decision, Observations, decide
+from tandem.rollout.nginx import TrafficError
 from tandem.rollout.prometheus import PrometheusSource
 from tandem.rollout.spec import RolloutSpec
 from tandem.rollout.status import Phase, RolloutStatus
@@ -402,6 +403,14 @@ class Deployment:
     """Seconds the router waits for a backend before failing over to the baseline."""
     baseline_url: str | None = None
     candidate_url: str | None = None
+    traffic: str = "builtin"
+    """The *traffic* seam: ``builtin`` (the router serves the public address) or ``nginx``
+    (nginx serves it from ``nginx_conf``; the router only compares mirrored requests)."""
+    nginx_conf: str | None = None
+    nginx_test_cmd: str = "nginx -t"
+    nginx_reload_cmd: str = "nginx -s reload"
+    nginx_access_log: str | None = None
+    compare_port: int = 0
 
     @property
     def attached(self) -> bool:
@@ -485,12 +494,18 @@ def build_children(dep: Deployment, state: Path) -> list[ChildSpec]:
                 unset=tls_variables(),
             )
         )
+    # With nginx in front, the router is the comparison service nginx mirrors to, on loopback.
+    listen = (
+        f"127.0.0.1:{dep.compare_port}"
+        if dep.traffic == "nginx"
+        else f"{dep.public_host}:{dep.public_port}"
+    )
     router_cmd = [
         python,
         "-m",
         "tandem.rollout.router",
         "--listen",
-        f"{dep.public_host}:{dep.public_port}",
+        listen,
         "--admin",
         f"{dep.admin_host}:{dep.admin_port}",
         "--baseline",
@@ -553,6 +568,7 @@ class Controller:
         notify: Notifier,
         verify: Verifier | None = None,
         metrics: PrometheusSource | None = None,
+        traffic: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
@@ -563,6 +579,10 @@ class Controller:
         self.notify = notify
         self.verify = verify
         self.metrics = metrics
+        self.traffic = traffic if traffic is not None else router
+        """Where weights go: the built-in router, or nginx (the *traffic* seam)."""
+        self._apply_error: str | None = None
+        self._applied: tuple[float, float] | None = None
         """Where traffic, latency, memory and liveness come from: Prometheus, or (None) the
         built-in router's counters plus each side's /stats/ (the *metrics* seam)."""
         self.clock = clock
@@ -818,12 +838,32 @@ class Controller:
         return self.spec.canary_mirror_rate
 
     def apply(self, status: RolloutStatus) -> None:
-        """Tell the router the recorded weight and mirror rate."""
+        """Tell the traffic engine the recorded weight and mirror rate.
+
+        A refused or failed change (a router that does not answer, ``nginx -t`` or a reload
+        that fails) is logged, notified once per distinct failure, retried at every evaluation,
+        and never recorded as applied: ``applied`` in the state says what really is in force.
+        """
         mirror = self.mirror_rate_for(status)
         try:
-            self.router.set_routing(status.weight, mirror)
-        except httpx.HTTPError as exc:
+            self.traffic.set_routing(status.weight, mirror)
+        except (httpx.HTTPError, TrafficError) as exc:
             logger.warning("could not apply weight %g%%: %s (retrying)", status.weight, exc)
+            if str(exc) != self._apply_error:
+                self._apply_error = str(exc)
+                self.notify(
+                    f":warning: Tandem rollout could not apply {status.weight:g}%: {exc}",
+                    {"weight": status.weight, "error": str(exc)},
+                )
+            return
+        if self._apply_error is not None:
+            logger.info("weight %g%% applied after earlier failures", status.weight)
+        self._apply_error = None
+        if self._applied != (status.weight, mirror):
+            self._applied = (status.weight, mirror)
+            self.store.set_json(
+                "applied", {"weight": status.weight, "mirror_rate": mirror, "at": self.clock()}
+            )
 
     def after(self, before: RolloutStatus, decision: Decision) -> None:
         """Notifications and post-rollback verification."""

@@ -64,11 +64,38 @@ class NginxTraffic:
     """Where the ``server`` block logs each request's side (None: nginx's default log)."""
     max_body_size: str = "100m"
     timeout_s: float = 30.0
+    compare_url: str | None = None
+    """The comparison service (a built-in router at weight 0 that mirrors everything it gets):
+    sampled baseline-served requests are copied to it with nginx's ``mirror``."""
     applied_bp: int | None = field(default=None, init=False)
 
-    def render(self, weight_bp: int) -> str:
-        """The include file for ``weight_bp`` (0..10000)."""
+    def render(self, weight_bp: int, mirror_rate: float = 0.0) -> str:
+        """The include file for ``weight_bp`` (0..10000) and ``mirror_rate`` (0..1)."""
         weight_bp = max(0, min(BUCKETS, int(weight_bp)))
+        mirror_bp = max(0, min(BUCKETS, round(mirror_rate * BUCKETS)))
+        mirroring = self.compare_url is not None and mirror_bp > 0
+        if not mirroring:
+            mirror_split, mirror_loc, mirror_dir, compare = "", "", "", ""
+        else:
+            assert self.compare_url is not None
+            sample = "* 1;" if mirror_bp == BUCKETS else f"{percent(mirror_bp)} 1; * 0;"
+            # A second hash of the key (prefixed), so the mirrored sample does not follow the
+            # split: baseline-served requests of every bucket are compared.
+            mirror_split = f'split_clients "m$tandem_split_key" $tandem_mirror {{ {sample} }}\n'
+            compare = (
+                f"upstream tandem_compare {{ server {_upstream_address(self.compare_url)}; "
+                "keepalive 8; }\n"
+            )
+            mirror_dir = "mirror /_tandem_mirror;\n        mirror_request_body on;\n        "
+            mirror_loc = """
+    location = /_tandem_mirror {
+        internal;
+        if ($tandem_mirror != "1") { return 204; }
+        if ($tandem_side = "candidate") { return 204; }
+        proxy_pass http://tandem_compare$request_uri;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+    }"""
         if weight_bp == 0:
             split = "* baseline;"
         elif weight_bp == BUCKETS:
@@ -76,6 +103,10 @@ class NginxTraffic:
         else:
             split = f"{percent(weight_bp)} candidate; * baseline;"
         log = f"access_log {self.access_log} {LOG_FORMAT};" if self.access_log is not None else ""
+        log_format = (
+            f"log_format {LOG_FORMAT} "
+            """'$tandem_side $status $request_time "$http_x_request_id" "$uri"';"""
+        )
         return f"""\
 # Managed by `tandem rollout` (candidate weight {percent(weight_bp)}); rewritten on every change.
 map $http_x_request_id $tandem_split_key {{
@@ -83,10 +114,10 @@ map $http_x_request_id $tandem_split_key {{
     default $http_x_request_id;
 }}
 split_clients "$tandem_split_key" $tandem_side {{ {split} }}
-log_format {LOG_FORMAT} '$tandem_side $status $request_time "$http_x_request_id" "$uri"';
+{mirror_split}{log_format}
 upstream tandem_baseline {{ server {_upstream_address(self.baseline_url)}; keepalive 32; }}
 upstream tandem_candidate {{ server {_upstream_address(self.candidate_url)}; keepalive 32; }}
-server {{
+{compare}server {{
     listen {self.listen};
     {log}
     client_max_body_size {self.max_body_size};
@@ -95,20 +126,20 @@ server {{
     # Without client keep-alive every request opens a connection the running workers accept.
     keepalive_timeout 0;
     location / {{
-        proxy_pass http://tandem_$tandem_side;
+        {mirror_dir}proxy_pass http://tandem_$tandem_side;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_request_buffering on;
         add_header X-Tandem-Backend $tandem_side always;
-    }}
+    }}{mirror_loc}
 }}
 """
 
-    def apply(self, weight_bp: int) -> None:
+    def apply(self, weight_bp: int, mirror_rate: float = 0.0) -> None:
         """Write, check and reload; on any failure put the previous file back and raise."""
-        text = self.render(weight_bp)
+        text = self.render(weight_bp, mirror_rate)
         previous = self.conf_path.read_bytes() if self.conf_path.exists() else None
         _atomic_write(self.conf_path, text.encode())
         try:
@@ -121,6 +152,10 @@ server {{
                 _atomic_write(self.conf_path, previous)
             raise
         self.applied_bp = weight_bp
+
+    def set_routing(self, weight: float, mirror_rate: float) -> None:
+        """The controller's traffic seam: a weight in percent and a mirror rate."""
+        self.apply(round(weight * 100), mirror_rate)
 
     def _run(self, command: str, what: str) -> None:
         try:

@@ -1,0 +1,97 @@
+"""The production shape: attach + nginx + Prometheus, with no Tandem code in the data path.
+
+The platform runs two deployments (flask and fastapi), its own nginx (whose ``http`` block
+includes the file the rollout owns) and a Prometheus scraping both deployments. ``tandem rollout
+start --traffic nginx --prometheus-url`` drives the split through nginx, judges by PromQL, and
+compares mirrored requests in its comparison service (the built-in router at weight 0).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from tandem.rollout.nginx import NginxTraffic
+from tests.engines import Nginx, nginx, prometheus
+from tests.rollout.harness import FAST_SPEC, Load, Rollout
+from tests.support import FIXTURES, ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+SPEC = {**FAST_SPEC, "window": "6s", "shadow_duration": "4s", "step_hold": "4s"}
+
+
+@contextmanager
+def platform(
+    tmp_path: Path, candidate_env: dict[str, str] | None = None
+) -> Iterator[tuple[Rollout, Nginx]]:
+    """Deployments, Prometheus and nginx as a platform runs them, and the rollout for them."""
+    code_dir = tmp_path / "deployed"
+    shutil.copytree(FIXTURES / "rollout_candidate", code_dir)
+    args = ["--target-type", "regression"]
+    with ExitStack() as stack:
+        base = stack.enter_context(ServerProcess(code_dir, "flask", args=args))
+        cand = stack.enter_context(ServerProcess(code_dir, "fastapi", args=args, env=candidate_env))
+        prom = stack.enter_context(
+            prometheus(
+                tmp_path / "prom",
+                scrape={
+                    "baseline": (base.url.removeprefix("http://"), {"server_type": "flask"}),
+                    "candidate": (cand.url.removeprefix("http://"), {"server_type": "fastapi"}),
+                },
+            )
+        )
+        include = tmp_path / "nginx" / "tandem.conf"
+        rollout = Rollout(tmp_path, spec=SPEC)
+        # The platform's nginx starts with everything on the baseline.
+        first = NginxTraffic(include, f"127.0.0.1:{rollout.port}", base.url, cand.url)
+        server = stack.enter_context(nginx(tmp_path / "nginx", first.render(0)))
+        rollout.command += [
+            "--baseline-url", base.url,
+            "--candidate-url", cand.url,
+            "--prometheus-url", prom,
+            "--traffic", "nginx",
+            "--nginx-conf", str(include),
+            "--nginx-test-cmd", server.test_cmd,
+            "--nginx-reload-cmd", server.reload_cmd,
+            "--nginx-access-log", str(tmp_path / "nginx" / "split.log"),
+        ]  # fmt: skip
+        yield rollout, server
+
+
+def test_healthy_candidate_is_promoted_through_nginx(tmp_path: Path) -> None:
+    with platform(tmp_path) as (rollout, server):
+        rollout.start()
+        load = Load(rollout.url).start()
+        try:
+            status = rollout.wait_phase({"promoted", "rolled_back"}, timeout=150)
+            assert status.phase.value == "promoted", [r.rule for r in rollout.history()]
+            assert "* candidate;" in server.include.read_text()
+            shadow = next(r for r in rollout.history() if r.rule == "shadow.passed")
+            assert shadow.numbers["mirror_compared"] > 0  # nginx mirrored, the service compared
+        finally:
+            load.stop()
+            rollout.stop()
+        assert load.total > 100 and load.error_rate == 0.0
+        sides = [
+            line.split()[0] for line in (tmp_path / "nginx" / "split.log").read_text().splitlines()
+        ]
+        assert "candidate" in sides and "baseline" in sides
+
+
+def test_a_wrong_digit_is_caught_by_comparing_nginxs_mirror(tmp_path: Path) -> None:
+    with platform(tmp_path, candidate_env={"ROLLOUT_FAULT": "last_digit"}) as (rollout, server):
+        rollout.start()
+        load = Load(rollout.url).start()
+        try:
+            status = rollout.wait_phase({"rolled_back"}, timeout=120)
+            assert status.rollback_rule == "immediate.prediction_difference"
+            assert "* baseline;" in server.include.read_text()
+        finally:
+            load.stop()
+            rollout.stop()
+        assert load.error_rate == 0.0
