@@ -27,7 +27,7 @@ SPEC = {**FAST_SPEC, "window": "6s", "shadow_duration": "4s", "step_hold": "4s"}
 
 @contextmanager
 def platform(
-    tmp_path: Path, candidate_env: dict[str, str] | None = None
+    tmp_path: Path, candidate_env: dict[str, str] | None = None, spec: dict | None = None
 ) -> Iterator[tuple[Rollout, Nginx]]:
     """Deployments, Prometheus and nginx as a platform runs them, and the rollout for them."""
     code_dir = tmp_path / "deployed"
@@ -46,7 +46,7 @@ def platform(
             )
         )
         include = tmp_path / "nginx" / "tandem.conf"
-        rollout = Rollout(tmp_path, spec=SPEC)
+        rollout = Rollout(tmp_path, spec=spec or SPEC)
         # The platform's nginx starts with everything on the baseline.
         first = NginxTraffic(include, f"127.0.0.1:{rollout.port}", base.url, cand.url)
         server = stack.enter_context(nginx(tmp_path / "nginx", first.render(0)))
@@ -95,3 +95,38 @@ def test_a_wrong_digit_is_caught_by_comparing_nginxs_mirror(tmp_path: Path) -> N
             load.stop()
             rollout.stop()
         assert load.error_rate == 0.0
+
+
+#: As on the built-in path: the leak test is about the leak rule only.
+LEAK_ONLY = {
+    **SPEC,
+    "triggers": {**SPEC["triggers"], "memory_increase": 1000.0, "p99_increase": 1000.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("fault", "rule", "spec", "from_canary"),
+    [
+        ("one_error", "shadow.failure", SPEC, False),
+        ("errors", "immediate.error_rate", SPEC, True),
+        ("hang", "immediate.deadlock", SPEC, True),
+        ("leak", "immediate.memory_leak", LEAK_ONLY, False),
+    ],
+)
+def test_fault_matrix_on_the_production_shape(
+    tmp_path: Path, fault: str, rule: str, spec: dict, from_canary: bool
+) -> None:
+    env = {"ROLLOUT_FAULT": fault, **({"ROLLOUT_FAULT_FLAG": "1"} if from_canary else {})}
+    with platform(tmp_path, candidate_env=env, spec=spec) as (rollout, server):
+        rollout.start()
+        load = Load(rollout.url).start()
+        try:
+            if from_canary:
+                rollout.wait_phase({"canary"}, timeout=120)
+                (tmp_path / "deployed" / "fault.flag").write_text(fault)
+            status = rollout.wait_phase({"rolled_back"}, timeout=120)
+            assert status.rollback_rule == rule, [r.rule for r in rollout.history()]
+            assert "* baseline;" in server.include.read_text()
+        finally:
+            load.stop()
+            rollout.stop()
