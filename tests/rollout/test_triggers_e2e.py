@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.engines import alertmanager, prometheus
-from tests.rollout.harness import FAST_SPEC, Load, Rollout
+from tests.rollout.harness import FAST_SPEC, Load, NotifyReceiver, Rollout
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +118,40 @@ def test_admin_api_refuses_what_is_not_a_report_or_a_webhook(tmp_path: Path) -> 
             assert r.json()["message"].startswith("ERROR: ")
     finally:
         rollout.stop()
+
+
+def test_pagerduty_is_triggered_on_rollback_and_resolved_on_recovery(tmp_path: Path) -> None:
+    pager = NotifyReceiver()  # a local Events API v2 receiver
+    rollout = Rollout(
+        tmp_path,
+        fault="last_digit",
+        env={"TANDEM_PAGERDUTY_ROUTING_KEY": "rk-e2e"},
+        extra_args=["--pagerduty-url", pager.url],
+    ).start()
+    load = Load(rollout.url).start()
+    try:
+        status = rollout.wait_phase({"rolled_back"}, timeout=90)
+        rollout.wait_for(lambda: len(pager.messages) >= 2, 30, "trigger and resolve")
+        trigger, resolve = pager.messages[:2]
+        key = f"tandem-rollout-{int(status.started_at * 1000)}"
+        assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+        assert trigger["dedup_key"] == resolve["dedup_key"] == key
+        assert trigger["routing_key"] == resolve["routing_key"] == "rk-e2e"
+        assert trigger["payload"]["severity"] == "critical"
+        assert "immediate.prediction_difference" in trigger["payload"]["summary"]
+    finally:
+        load.stop()
+        rollout.stop()
+        pager.close()
+
+
+def test_pagerduty_without_a_routing_key_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    rollout = Rollout(tmp_path, extra_args=["--pagerduty-url", "http://127.0.0.1:9/"])
+    proc = subprocess.run(
+        rollout.command, capture_output=True, text=True, timeout=60, env=rollout.env
+    )
+    assert proc.returncode == 1
+    assert "--pagerduty-url needs the routing key in TANDEM_PAGERDUTY_ROUTING_KEY" in proc.stderr
+    assert not rollout.child_pids()

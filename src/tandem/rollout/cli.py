@@ -112,6 +112,12 @@ def add_parser(sub: Any) -> None:
         "--notify-url", default=None, help="POST a Slack-compatible JSON message on phase changes"
     )
     start.add_argument(
+        "--pagerduty-url",
+        default=None,
+        help="page on-call: PagerDuty Events API v2 enqueue URL (trigger on rollback, resolve "
+        "when the baseline is verified); routing key from $TANDEM_PAGERDUTY_ROUTING_KEY",
+    )
+    start.add_argument(
         "--backend-timeout",
         type=float,
         default=60.0,
@@ -166,6 +172,19 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tandem: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _pager(args: argparse.Namespace) -> Any:
+    """PagerDuty paging when ``--pagerduty-url`` is given (the key stays out of the argv)."""
+    if not args.pagerduty_url:
+        return None
+    from tandem.errors import ConfigError
+    from tandem.rollout.paging import PagerDuty
+
+    key = os.environ.get("TANDEM_PAGERDUTY_ROUTING_KEY", "").strip()
+    if not key:
+        raise ConfigError("--pagerduty-url needs the routing key in TANDEM_PAGERDUTY_ROUTING_KEY")
+    return PagerDuty(args.pagerduty_url, key)
 
 
 def _traffic_engine(dep: Any) -> Any:
@@ -366,6 +385,7 @@ def _run_locked(args: argparse.Namespace) -> int:
     }
     if args.steps:
         overrides["steps"] = [float(s) for s in str(args.steps).split(",") if s.strip()]
+    pager = _pager(args)  # refused before anything starts, like every other bad flag
     store = _store(args.state)
     saved = store.get_json("deployment")
     saved_spec = store.get_json("spec")
@@ -457,6 +477,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         baseline_verifier(dep.code_dir, dep.baseline_type, dep.server_args[1]),
         metrics=_metric_source(args),
         traffic=_traffic_engine(dep),
+        pager=pager,
     )
     if dep.traffic == "nginx":
         # The comparison service mirrors everything nginx sends it and serves nothing.

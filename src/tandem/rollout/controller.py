@@ -39,6 +39,7 @@ from tandem.rollout.alerts import matches, parse_matchers
 from tandem.rollout.analysis import SideWindow
 from tandem.rollout.decide import Decision, Observations, decide
 from tandem.rollout.nginx import TrafficError
+from tandem.rollout.paging import PagerDuty, dedup_key
 from tandem.rollout.prometheus import PrometheusSource
 from tandem.rollout.spec import RolloutSpec
 from tandem.rollout.status import Phase, RolloutStatus
@@ -569,6 +570,7 @@ class Controller:
         verify: Verifier | None = None,
         metrics: PrometheusSource | None = None,
         traffic: Any = None,
+        pager: PagerDuty | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
@@ -582,6 +584,7 @@ class Controller:
         self.traffic = traffic if traffic is not None else router
         """Where weights go: the built-in router, or nginx (the *traffic* seam)."""
         self._apply_error: str | None = None
+        self.pager = pager
         self._applied: tuple[float, float] | None = None
         """Where traffic, latency, memory and liveness come from: Prometheus, or (None) the
         built-in router's counters plus each side's /stats/ (the *metrics* seam)."""
@@ -881,6 +884,12 @@ class Controller:
                 f":rotating_light: Tandem rollout rolled back ({decision.rule}): {decision.reason}",
                 details,
             )
+            if self.pager is not None:
+                self.pager.trigger(
+                    dedup_key(new.started_at),
+                    f"Tandem rollout rolled back ({decision.rule}): {decision.reason}",
+                    details,
+                )
         else:
             self.notify(
                 f"Tandem rollout: {decision.action} -> {new.phase.value} at "
@@ -913,6 +922,8 @@ class Controller:
                 f":x: Tandem post-rollback verification failed: {summary}",
                 {"phase": status.phase.value, "verification": result},
             )
+        elif self.pager is not None and status.phase == Phase.ROLLED_BACK:
+            self.pager.resolve(dedup_key(status.started_at))  # recovered: baseline verified
 
 
 def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""Paging on-call through PagerDuty's Events API v2: trigger on rollback, resolve on recovery.
+
+One dedup key per rollout (derived from its start time, which the state keeps, so a restarted
+controller pages into the same incident): a rollback triggers it, and the baseline passing its
+post-rollback verification resolves it. Sending happens on a background thread with a few
+retries; paging never blocks or fails an evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger("tandem.rollout")
+
+#: PagerDuty's limit on ``payload.summary``.
+MAX_SUMMARY = 1024
+
+
+def dedup_key(started_at: float) -> str:
+    """The rollout's incident key."""
+    return f"tandem-rollout-{int(started_at * 1000)}"
+
+
+class PagerDuty:
+    """Sends Events API v2 messages for one rollout."""
+
+    def __init__(
+        self, url: str, routing_key: str, source: str = "tandem-rollout", attempts: int = 3
+    ) -> None:
+        self.url = url
+        self.routing_key = routing_key
+        self.source = source
+        self.attempts = attempts
+
+    def trigger(self, key: str, summary: str, details: dict[str, Any]) -> None:
+        """Open (or update) the rollout's incident."""
+        self._send(
+            {
+                "routing_key": self.routing_key,
+                "event_action": "trigger",
+                "dedup_key": key,
+                "payload": {
+                    "summary": summary[:MAX_SUMMARY],
+                    "source": self.source,
+                    "severity": "critical",
+                    "component": "tandem-rollout",
+                    "custom_details": details,
+                },
+            }
+        )
+
+    def resolve(self, key: str) -> None:
+        """Close the rollout's incident."""
+        self._send({"routing_key": self.routing_key, "event_action": "resolve", "dedup_key": key})
+
+    def _send(self, event: dict[str, Any]) -> None:
+        def send() -> None:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    resp = httpx.post(self.url, json=event, timeout=10.0)
+                    if resp.status_code < 300:
+                        return
+                    if resp.status_code not in (429,) and resp.status_code < 500:
+                        logger.warning("PagerDuty refused the event: %s", resp.text[:300])
+                        return
+                except httpx.HTTPError as exc:
+                    logger.warning("PagerDuty event failed (attempt %d): %s", attempt, exc)
+                time.sleep(min(2.0**attempt, 10.0))
+            logger.warning("PagerDuty event not delivered after %d attempts", self.attempts)
+
+        threading.Thread(target=send, name="tandem-pagerduty", daemon=True).start()
