@@ -7,6 +7,7 @@ and a failing, slow or full channel is counted, never felt by the request.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -482,3 +483,225 @@ def test_embedded_mode_hands_the_model_its_instance(monkeypatch: pytest.MonkeyPa
     assert fake.calls == [] and count("sent") == sent
     plain = fake_reporter(monkeypatch, FakeMLOps())
     assert plain.model_mlops() is None
+
+
+# -- chat completions -----------------------------------------------------------------------------
+
+
+def completion(text: str | None) -> Any:
+    """A ``chat.completion`` answer, as the reporting thread reads it."""
+    from openai.types.chat import ChatCompletion
+
+    return ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+        }
+    )
+
+
+def chat_params(content: Any) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "system", "content": "ignored"}, {"role": "user", "content": content}]
+    }
+
+
+def test_chat_prompt_is_the_last_messages_text_as_drum_builds_it() -> None:
+    assert mlops.chat_prompt(chat_params("Hello")) == "Hello"
+    parts = [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+        {"type": "input_audio", "input_audio": {"data": "AA==", "format": "mp3"}},
+        {"type": "file", "file": {"file_id": "f"}},
+    ]
+    assert mlops.chat_prompt(chat_params(parts)) == (
+        "Describe\nImage URL: https://x/cat.png\nAudio Input, Format: mp3\n"
+        "Unhandled content type: file"
+    )
+    # Content DRUM does not report (it logs "Unhandled prompt type").
+    assert mlops.chat_prompt(chat_params(None)) is None
+    assert mlops.chat_prompt(chat_params({"text": "x"})) is None
+    for broken in ({}, {"messages": []}, chat_params([{"text": "no type"}])):
+        with pytest.raises((KeyError, IndexError)):
+            mlops.chat_prompt(broken)
+
+
+def chat_report(params: Any = None, answer: Any = None, association_id: Any = None) -> Any:
+    return mlops.prepare_chat(mlops._ChatReport(2.5, 0, params, answer, association_id))
+
+
+def test_prepare_chat_answered_streamed_and_failed() -> None:
+    for answer in (completion("Echo: Hello"), "Echo: Hello"):
+        got = chat_report(chat_params("Hello"), answer, "a-1")
+        assert (got.count, got.execution_ms) == (1, 2.5)
+        assert got.features is not None
+        assert got.features.to_dict(orient="list") == {"promptText": ["Hello"]}
+        assert got.predictions == ["Echo: Hello"]
+        assert got.association_ids == ["a-1"] and got.class_names is None
+        assert got.problem is None
+    failed = chat_report()
+    assert (failed.count, failed.predictions, failed.problem) == (0, None, None)
+    # A prompt of another type: the stats only, as DRUM.
+    unhandled = chat_report(chat_params(7), "x", "a-2")
+    assert (unhandled.count, unhandled.predictions, unhandled.problem) == (1, None, None)
+    # No last message: DRUM fails the request after the stats; here the stats go, the data fails.
+    broken = chat_report({"messages": []}, "x", "a-3")
+    assert broken.count == 1 and broken.predictions is None
+    assert broken.problem is not None and "IndexError" in broken.problem
+    # No first choice to read: DRUM fails before it reports; nothing can be sent.
+    from openai.types.chat import ChatCompletion
+
+    empty = ChatCompletion(id="c", object="chat.completion", created=0, model="m", choices=[])
+    with pytest.raises(IndexError):
+        chat_report(chat_params("Hello"), empty, "a-4")
+
+
+def test_the_library_spools_chats_as_drum_does(tmp_path: Path) -> None:
+    """The real library, in this process: an answer, a stream's text and a failed chat."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    reporter = MLOpsReporter.start_up(MonitorSettings("D", "M", channel(spool)))
+    reporter.report_chat(chat_params("Hi"), completion("Echo: Hi"), "a-1", time.perf_counter())
+    reporter.report_chat(chat_params("Go"), "Echo: Go", "a-2", time.perf_counter(), 10)
+    reporter.report_chat_error(time.perf_counter())
+    assert reporter.flush(10.0)
+    records = read_spool(spool)
+    assert [r.data_type for r in records] == [
+        "DEPLOYMENT_STATS",
+        "PREDICTIONS_DATA",
+        "DEPLOYMENT_STATS",
+        "PREDICTIONS_DATA",
+        "DEPLOYMENT_STATS",
+    ]
+    assert [s["numPredictions"] for s in of_type(records, "DEPLOYMENT_STATS")] == [1, 1, 0]
+    first, second = of_type(records, "PREDICTIONS_DATA")
+    assert first["features"] == {"promptText": ["Hi"]}
+    assert first["predictions"] == ["Echo: Hi"] and first["associationIds"] == ["a-1"]
+    assert second["predictions"] == ["Echo: Go"] and second["associationIds"] == ["a-2"]
+    assert "classNames" not in first
+
+
+def test_a_chat_whose_prompt_cannot_be_read_sends_the_stats_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeMLOps()
+    reporter = fake_reporter(monkeypatch, fake)
+    failed, sent = count("failed"), count("sent")
+    reporter.report_chat({"messages": []}, "text", "a", time.perf_counter())
+    wait_for(lambda: count("failed") - failed == 1)
+    reporter.report_chat(chat_params("Hi"), "Echo: Hi", "b", time.perf_counter())
+    wait_for(lambda: count("sent") - sent == 1)
+    assert fake.calls == [("stats", 1), ("stats", 1), ("data", ["Echo: Hi"])]
+
+
+def test_embedded_mode_reports_no_chat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DRUM serves no chat to an unstructured model, the only kind ``--monitor-embedded`` takes."""
+    monkeypatch.setattr(mlops, "configure", lambda monitor: FakeMLOps())
+    reporter = MLOpsReporter(MonitorSettings("D", "M", "a=b", embedded=True))
+    reporter.report_chat(chat_params("Hi"), "x", "a", time.perf_counter())
+    reporter.report_chat_error(time.perf_counter())
+    assert reporter._queue is None
+
+
+# -- the chat route hands the reporter what DRUM reports ------------------------------------------
+
+
+class RecordingReporter:
+    """The reporter's chat calls, recorded on the request path."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def report_chat(
+        self, params: Any, completion: Any, association_id: Any, started: float, size: int = 0
+    ) -> None:
+        text = completion if isinstance(completion, str) else completion.choices[0].message.content
+        self.calls.append(("chat", params["messages"][-1]["content"], text, association_id))
+
+    def report_chat_error(self, started: float) -> None:
+        self.calls.append(("error",))
+
+
+@pytest.fixture
+def chat_service(tmp_path: Path) -> tuple[Any, RecordingReporter]:
+    from tandem.core.model import LoadedModel
+    from tandem.core.service import PredictionService
+    from tandem.settings import build_settings
+    from tests.support import fixture_dir
+
+    code_dir = fixture_dir("chat_monitored", tmp_path)
+    parsed = build_parser().parse_args(
+        ["server", "--code-dir", str(code_dir), "--target-type", "textgeneration"]
+    )
+    settings = build_settings(merge_env(parsed, {}), {"TARGET_NAME": "answer"})
+    reporter = RecordingReporter()
+    service = PredictionService(settings, LoadedModel(settings), monitor=reporter)  # type: ignore[arg-type]
+    return service, reporter
+
+
+def ask_chat(service: Any, params: dict[str, Any]) -> Any:
+    from tandem.core.http import Headers, QueryDict, Request
+    from tandem.core.routes import ROUTES
+
+    route = next(r for r in ROUTES if r.name == "chat")
+    headers = Headers.from_pairs([("Content-Type", "application/json")])
+    body = json.dumps(params).encode()
+    return service.handle(
+        route, Request("POST", "/v1/chat/completions", headers, QueryDict(), body)
+    )
+
+
+def test_the_chat_route_reports_answers_and_failures(
+    chat_service: tuple[Any, RecordingReporter],
+) -> None:
+    service, reporter = chat_service
+    answered = ask_chat(service, {"model": "x", "messages": [{"role": "user", "content": "Hi"}]})
+    assert answered.status == 200
+    generated = json.loads(answered.body)["datarobot_association_id"]
+    assert reporter.calls == [("chat", "Hi", "Echo: Hi", generated)]
+    reporter.calls.clear()
+    failed = ask_chat(service, {"model": "fail", "messages": [{"role": "user", "content": "Hi"}]})
+    assert failed.status == 500 and reporter.calls == [("error",)]
+    reporter.calls.clear()
+    not_a_chat = ask_chat(service, {"model": "not-a-chat", "messages": []})
+    assert not_a_chat.status == 500 and reporter.calls == [("error",)]
+
+
+def test_a_stream_is_reported_once_it_went_out_whole(
+    chat_service: tuple[Any, RecordingReporter],
+) -> None:
+    service, reporter = chat_service
+    params = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
+    resp = ask_chat(service, {**params, "datarobot_association_id": "s-1"})
+    chunks = iter(resp.body)
+    next(chunks)
+    assert reporter.calls == []  # not before its end
+    rest = b"".join(chunks)
+    assert rest.endswith(b"data: [DONE]\n\n")
+    assert reporter.calls == [("chat", "a b c", "Echo: a b c", "s-1")]
+
+    reporter.calls.clear()
+    left = ask_chat(service, {**params, "datarobot_association_id": "s-2"})
+    body = iter(left.body)
+    next(body)
+    body.close()  # type: ignore[attr-defined]  # the client left: DRUM reports nothing either
+    assert reporter.calls == []
+
+    broken = ask_chat(service, {**params, "model": "fail-mid-stream"})
+    assert broken.status == 200
+    assert not b"".join(broken.body).endswith(b"[DONE]\n\n")
+    assert reporter.calls == [("error",)]
+
+    reporter.calls.clear()
+    empty = ask_chat(service, {**params, "model": "empty", "datarobot_association_id": "s-3"})
+    assert empty.status == 200 and reporter.calls == [("chat", "a b c", "", "s-3")]
+    assert b"".join(empty.body) == b"data: [DONE]\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -584,14 +585,37 @@ class PredictionService:
             # What DRUM answers, as it calls params.get(...) first.
             raise ModelError(f"'{type(params).__name__}' object has no attribute 'get'")
         association_id = params.get("datarobot_association_id") or str(uuid.uuid4())
-        result = model.chat(params, request.headers)
-        if getattr(result, "object", None) == "chat.completion":
-            body = _as_dict(result)
-            body["datarobot_association_id"] = association_id
-            return json_response(body)
-        return Response(
-            200, _sse_stream(result, association_id), "text/event-stream; charset=utf-8"
-        )
+        monitor = self.monitor
+        started = time.perf_counter()
+        stream: Iterator[bytes] | None = None
+        try:
+            result = model.chat(params, request.headers)
+            if getattr(result, "object", None) != "chat.completion":
+                finished: Callable[[str], None] | None = None
+                failed: Callable[[], None] | None = None
+                if monitor is not None:
+                    finished = functools.partial(
+                        monitor.report_chat,
+                        params,
+                        association_id=association_id,
+                        started=started,
+                        size=len(request.body),
+                    )
+                    failed = functools.partial(monitor.report_chat_error, started)
+                stream = _sse_stream(result, association_id, finished, failed)
+        except Exception:
+            # DRUM reports a chat whose hook (or first chunk) failed as zero predictions.
+            if monitor is not None:
+                monitor.report_chat_error(started)
+            raise
+        if stream is not None:
+            return Response(200, stream, "text/event-stream; charset=utf-8")
+        if monitor is not None:
+            # Before serialising, as DRUM reports: a body that cannot be built is still reported.
+            monitor.report_chat(params, result, association_id, started, len(request.body))
+        body = _as_dict(result)
+        body["datarobot_association_id"] = association_id
+        return json_response(body)
 
     def models(self, request: Request) -> Response:
         """``/models`` and ``/v1/models``."""
@@ -646,8 +670,28 @@ def _chunk_json(chunk: Any, association_id: str) -> str:
     return json.dumps(_as_dict(chunk), separators=(",", ":"))
 
 
-def _sse_stream(result: Any, association_id: str) -> Iterator[bytes]:
-    """Validate the first chunk now (so a bad hook still gets a 500), then stream lazily."""
+def _delta_text(chunk: Any) -> str:
+    """A chunk's text, as DRUM collects a stream's completion (none when it has no content)."""
+    try:
+        if chunk.choices and chunk.choices[0].delta.content:
+            return str(chunk.choices[0].delta.content)
+    except Exception:  # noqa: BLE001 - reading for a report must never break the stream
+        pass
+    return ""
+
+
+def _sse_stream(
+    result: Any,
+    association_id: str,
+    finished: Callable[[str], None] | None = None,
+    failed: Callable[[], None] | None = None,
+) -> Iterator[bytes]:
+    """Validate the first chunk now (so a bad hook still gets a 500), then stream lazily.
+
+    ``finished`` gets the completion's whole text once the last chunk went out; ``failed`` is
+    called when the stream breaks after it started. Neither is called when the client leaves
+    before the end (DRUM reports nothing then either).
+    """
     try:
         chunks = iter(result)
         first = next(chunks)
@@ -656,6 +700,8 @@ def _sse_stream(result: Any, association_id: str) -> Iterator[bytes]:
         ):
             raise TypeError(f"First chunk does not look like chat completion chunk: {first!r}")
     except StopIteration:
+        if finished is not None:
+            finished("")
         return iter([b"data: [DONE]\n\n"])
     except Exception as exc:
         # DRUM's wording, so clients and replay diffs see the same error.
@@ -665,8 +711,11 @@ def _sse_stream(result: Any, association_id: str) -> Iterator[bytes]:
         ) from exc
 
     def generate() -> Iterator[bytes]:
+        texts: list[str] = []
         chunk = first
         while True:
+            if finished is not None:
+                texts.append(_delta_text(chunk))
             for line in _chunk_json(chunk, association_id).splitlines():
                 yield f"data: {line}\n".encode()
             yield b"\n"
@@ -676,7 +725,11 @@ def _sse_stream(result: Any, association_id: str) -> Iterator[bytes]:
                 break
             except Exception:
                 logger.exception("chat stream failed after it started")
+                if failed is not None:
+                    failed()
                 return
+        if finished is not None:
+            finished("".join(texts))
         yield b"data: [DONE]\n\n"
 
     return generate()

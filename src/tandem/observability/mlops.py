@@ -10,6 +10,13 @@ broker down) fails it; neither ever delays or fails the prediction, and both are
 ``drum_mlops_reports_total{outcome="dropped"|"failed"}`` (``"sent"`` once the library accepted
 both records).
 
+Chat completions (``/chat/completions`` of a model with a ``chat`` hook) are reported as DRUM's
+``BaseLanguagePredictor.chat`` reports them: deployment stats for one prediction, then the last
+message's text as the ``promptText`` feature with the completion and the association id; a
+streamed answer once its last chunk went out, with the whole text. A chat whose hook fails (or
+whose stream breaks) reports deployment stats for zero predictions. The request only queues
+references to its parameters and answer; the text is read on the reporting thread.
+
 The app is built before the server forks its workers, so the queue, the thread and the library's
 channel (an open spool file, a broker connection) are created lazily in each process, on its first
 report. The library keeps its configuration in process-global state, so a process holds one
@@ -59,6 +66,8 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 #: Name of the lock file in a filesystem spool directory (the agent reads only ``fs_spool.*``).
 SPOOL_LOCK = ".tandem-spool.lock"
+#: The feature a chat's prompt is reported as (DRUM's ``DEFAULT_PROMPT_COLUMN_NAME``).
+DEFAULT_PROMPT_COLUMN_NAME = "promptText"
 
 _BATCH = 64
 #: After the channel failed to open, reports fail without another attempt for this long.
@@ -240,12 +249,30 @@ class _Report:
 
 
 @dataclass
+class _ChatReport:
+    """One chat request, as references to what the request already holds."""
+
+    execution_ms: float
+    size: int
+    params: Mapping[str, Any] | None = None
+    """The request's completion parameters; None for a chat that failed (stats only)."""
+    completion: Any = None
+    """A finished stream's text, or the ``chat.completion`` answer to read the text from."""
+    association_id: Any = None
+
+
+@dataclass
 class _Prepared:
+    """The library's arguments for one report: stats, then (when there are predictions) data."""
+
     count: int
     execution_ms: float
-    features: pd.DataFrame
-    predictions: list[Any]
-    class_names: list[str] | None
+    features: pd.DataFrame | None = None
+    predictions: list[Any] | None = None
+    class_names: list[str] | None = None
+    association_ids: list[Any] | None = None
+    problem: str | None = None
+    """Why the data record cannot be sent although the stats can (DRUM fails the request)."""
 
 
 def prepare(item: _Report) -> _Prepared:
@@ -279,6 +306,66 @@ def prepare(item: _Report) -> _Prepared:
     if hasattr(features, "sparse"):
         features = features.sparse.to_dense()
     return _Prepared(len(predictions), item.execution_ms, features, predictions, class_names)
+
+
+def chat_prompt(params: Mapping[str, Any]) -> str | None:
+    """The text DRUM reports as a chat's prompt: the last message's content.
+
+    A list of content parts becomes one line per part (``text`` as it is, an image as
+    ``Image URL: <url>``, audio as ``Audio Input, Format: <format>``); None for content of any
+    other type, which DRUM does not report (it logs a warning). Raises, as DRUM does, when the
+    parameters have no last message or a part lacks what its type needs.
+    """
+    content = params["messages"][-1]["content"]
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    lines = []
+    for part in content:
+        kind = part["type"]
+        if kind == "text":
+            line = part["text"]
+        elif kind == "image_url":
+            line = f"Image URL: {part['image_url']['url']}"
+        elif kind == "input_audio":
+            line = f"Audio Input, Format: {part['input_audio']['format']}"
+        else:
+            line = f"Unhandled content type: {kind}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def prepare_chat(item: _ChatReport, prompt_column: str = DEFAULT_PROMPT_COLUMN_NAME) -> _Prepared:
+    """The library's arguments for one chat, as DRUM's ``_mlops_report_chat_prediction`` and
+    ``_mlops_report_error`` build them.
+
+    A failed chat is stats for zero predictions. An answered one is stats for one prediction and
+    the data: the prompt as the one feature ``prompt_column``, the completion text as the one
+    prediction, the association id. Raises when an answer has no first choice to read the text
+    from (DRUM fails the request before it reports anything).
+    """
+    import pandas as pd
+
+    if item.params is None:
+        return _Prepared(0, item.execution_ms)
+    completion = item.completion
+    if not isinstance(completion, str):
+        completion = completion.choices[0].message.content
+    prepared = _Prepared(1, item.execution_ms)
+    try:
+        prompt = chat_prompt(item.params)
+    except Exception as exc:  # noqa: BLE001 - DRUM fails the request after the stats
+        prepared.problem = f"the chat's last message could not be read for MLOps: {exc!r}"
+        return prepared
+    if prompt is None:
+        content = item.params["messages"][-1]["content"]
+        logger.warning("Unhandled prompt type: %s", type(content))
+        return prepared
+    prepared.features = pd.DataFrame([{prompt_column: prompt}])
+    prepared.predictions = [completion]
+    prepared.association_ids = [item.association_id]
+    return prepared
 
 
 class MLOpsReporter:
@@ -342,23 +429,59 @@ class MLOpsReporter:
             size = len(data) + (
                 len(predictions) if isinstance(predictions, bytes) else 8 * predictions.size
             )
-            q = self._queue
-            if q is None or self._pid != os.getpid():
-                q = self._start()
-            with self._bytes_lock:
-                if self._bytes + size > self.queue_bytes:
-                    raise queue.Full
-                self._bytes += size
-            try:
-                q.put_nowait(_Report(data, mimetype, colnames, predictions, execution_ms, size))
-            except queue.Full:
-                with self._bytes_lock:
-                    self._bytes -= size
-                raise
-        except queue.Full:
-            _count("dropped")
+            self._put(_Report(data, mimetype, colnames, predictions, execution_ms, size))
         except Exception:  # noqa: BLE001 - reporting must never fail a prediction
             logger.debug("MLOps report not queued", exc_info=True)
+            _count("dropped")
+
+    def report_chat(
+        self,
+        params: Mapping[str, Any],
+        completion: Any,
+        association_id: Any,
+        started: float,
+        size: int = 0,
+    ) -> None:
+        """Queue one answered chat: ``completion`` is a finished stream's text or the
+        ``chat.completion`` answer; ``size`` roughly what it holds in bytes (the request body).
+        Never blocks, never raises.
+        """
+        if self.monitor.embedded:
+            return
+        try:
+            execution_ms = (time.perf_counter() - started) * 1000.0
+            if isinstance(completion, str):
+                size += len(completion)
+            self._put(_ChatReport(execution_ms, size, params, completion, association_id))
+        except Exception:  # noqa: BLE001 - reporting must never fail a chat
+            logger.debug("MLOps chat report not queued", exc_info=True)
+            _count("dropped")
+
+    def report_chat_error(self, started: float) -> None:
+        """Queue the stats of one failed chat (zero predictions); never blocks, never raises."""
+        if self.monitor.embedded:
+            return
+        try:
+            self._put(_ChatReport((time.perf_counter() - started) * 1000.0, 0))
+        except Exception:  # noqa: BLE001 - reporting must never fail a chat
+            logger.debug("MLOps chat report not queued", exc_info=True)
+            _count("dropped")
+
+    def _put(self, item: _Report | _ChatReport) -> None:
+        """Queue ``item`` within both bounds; count it dropped when either is reached."""
+        q = self._queue
+        if q is None or self._pid != os.getpid():
+            q = self._start()
+        with self._bytes_lock:
+            if self._bytes + item.size > self.queue_bytes:
+                _count("dropped")
+                return
+            self._bytes += item.size
+        try:
+            q.put_nowait(item)
+        except queue.Full:
+            with self._bytes_lock:
+                self._bytes -= item.size
             _count("dropped")
 
     def model_mlops(self) -> Any | None:
@@ -383,7 +506,7 @@ class MLOpsReporter:
     def _forget_parent(self) -> None:
         """Fresh per-process state (in a forked child, the parent's belongs to the parent)."""
         self._pid: int | None = None
-        self._queue: queue.Queue[_Report] | None = None
+        self._queue: queue.Queue[_Report | _ChatReport] | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
@@ -403,12 +526,12 @@ class MLOpsReporter:
             atexit.register(self._flush_at_exit, pid)
             self._exit_registered = pid
 
-    def _start(self) -> queue.Queue[_Report]:
+    def _start(self) -> queue.Queue[_Report | _ChatReport]:
         with self._start_lock:
             pid = os.getpid()
             if self._pid == pid and self._queue is not None:
                 return self._queue
-            q: queue.Queue[_Report] = queue.Queue(maxsize=self.queue_size)
+            q: queue.Queue[_Report | _ChatReport] = queue.Queue(maxsize=self.queue_size)
             self._queue = q
             self._stopping = threading.Event()
             thread = threading.Thread(
@@ -444,7 +567,7 @@ class MLOpsReporter:
 
     # -- the reporting thread -----------------------------------------------------------------
 
-    def _run(self, q: queue.Queue[_Report], stopping: threading.Event) -> None:
+    def _run(self, q: queue.Queue[_Report | _ChatReport], stopping: threading.Event) -> None:
         while True:
             try:
                 first = q.get(timeout=0.2)
@@ -466,13 +589,14 @@ class MLOpsReporter:
                 logger.exception("MLOps reporting failed")
                 _count("failed", len(batch))
 
-    def _send(self, batch: list[_Report]) -> None:
+    def _send(self, batch: list[_Report | _ChatReport]) -> None:
         prepared: list[_Prepared] = []
         for item in batch:
             try:
-                prepared.append(prepare(item))
+                prepared.append(prepare(item) if isinstance(item, _Report) else prepare_chat(item))
             except Exception as exc:  # noqa: BLE001
-                self._note_failure(f"a prediction could not be read for MLOps: {exc}")
+                what = "a prediction" if isinstance(item, _Report) else "a chat"
+                self._note_failure(f"{what} could not be read for MLOps: {exc}")
                 _count("failed")
         if not prepared:
             return
@@ -489,11 +613,19 @@ class MLOpsReporter:
                     mlops.report_deployment_stats(
                         num_predictions=report.count, execution_time_ms=report.execution_ms
                     )
-                    mlops.report_predictions_data(
-                        features_df=report.features,
-                        predictions=report.predictions,
-                        class_names=report.class_names,
-                    )
+                    if report.problem is not None:
+                        self._note_failure(report.problem)
+                        _count("failed")
+                        continue
+                    if report.predictions is not None:
+                        data: dict[str, Any] = {
+                            "features_df": report.features,
+                            "predictions": report.predictions,
+                            "class_names": report.class_names,
+                        }
+                        if report.association_ids is not None:
+                            data["association_ids"] = report.association_ids
+                        mlops.report_predictions_data(**data)
                 except Exception as exc:  # noqa: BLE001
                     self._note_failure(f"the MLOps library failed to report: {exc!r}")
                     _count("failed")
