@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tandem.errors import ConfigError
+from tandem.observability.batching import next_batch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -568,19 +569,7 @@ class MLOpsReporter:
     # -- the reporting thread -----------------------------------------------------------------
 
     def _run(self, q: queue.Queue[_Report | _ChatReport], stopping: threading.Event) -> None:
-        while True:
-            try:
-                first = q.get(timeout=0.2)
-            except queue.Empty:
-                if stopping.is_set():
-                    return
-                continue
-            batch = [first]
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
+        while (batch := next_batch(q, stopping, _BATCH)) is not None:
             with self._bytes_lock:
                 self._bytes -= sum(item.size for item in batch)
             try:

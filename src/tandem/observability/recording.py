@@ -43,6 +43,7 @@ import orjson
 
 from tandem.core.http import Headers, QueryDict, Request, Response
 from tandem.core.routes import Route, template_for
+from tandem.observability.batching import next_batch
 from tandem.observability.redact import configured_names, redacted_values
 
 if TYPE_CHECKING:
@@ -510,19 +511,7 @@ class Recorder:
             return q
 
     def _run(self, q: queue.Queue[_Pending]) -> None:
-        while True:
-            try:
-                first = q.get(timeout=0.2)
-            except queue.Empty:
-                if self._stopping.is_set():
-                    return
-                continue
-            batch = [first]
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
+        while (batch := next_batch(q, self._stopping, _BATCH)) is not None:
             try:
                 self._write(batch)
             except Exception:  # noqa: BLE001 - the writer thread must survive anything
