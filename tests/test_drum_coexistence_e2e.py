@@ -27,12 +27,33 @@ DRUM = "datarobot-drum==1.18.1"
 PIP_TIMEOUT = 900
 
 
+def clean_env() -> dict[str, str]:
+    """The caller's environment minus what would leak into the fresh virtualenvs: runtime
+    parameters, Tandem's per-server state, and PYTHONPATH (a source tree on it holds a
+    ``tandem.egg-info`` that pip counts as Tandem already installed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_RUNTIME_PARAM_")}
+    for name in (
+        "PYTHONPATH",
+        "DRUM_SERVER_TYPE",
+        "TANDEM_STATE_DIR",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "TANDEM_MASTER_PID",
+    ):
+        env.pop(name, None)
+    return env
+
+
 def run(
     *cmd: str | Path, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run a command; on failure the assertion shows everything it printed."""
     proc = subprocess.run(
-        [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=False
+        [str(c) for c in cmd],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=clean_env(),
     )
     if check:
         assert proc.returncode == 0, f"{cmd}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -69,8 +90,7 @@ def serving(cmd: list[str | Path], tmp: Path) -> Iterator[str]:
     """Start a server command on a free port; yield its URL once /ping answers."""
     port = free_port()
     log = (tmp / f"server-{port}.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_RUNTIME_PARAM_")}
-    env.pop("DRUM_SERVER_TYPE", None)
+    env = clean_env()
     proc = subprocess.Popen(
         [str(c) for c in cmd] + ["--address", f"127.0.0.1:{port}"],
         stdout=log,

@@ -85,7 +85,12 @@ def test_nginx_splits_exactly_like_the_builtin_router(
         # Requests with ids: about 30 % on the candidate (5 standard deviations).
         n = 1080
         assert abs(seen["candidate"] - 0.3 * n) < 5 * math.sqrt(n * 0.21) + 120
-        logged = (tmp_path / "nginx" / "split.log").read_text().splitlines()
+        log = tmp_path / "nginx" / "split.log"
+        # nginx writes a request's log line after its response has gone out.
+        deadline = time.monotonic() + 10
+        while len(log.read_text().splitlines()) < 1200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logged = log.read_text().splitlines()
         assert len(logged) == 1200
         assert sum(line.startswith("candidate ") for line in logged) == seen["candidate"]
 

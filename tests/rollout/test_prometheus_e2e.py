@@ -78,7 +78,10 @@ def test_errors_in_canary_are_rolled_back_from_prometheus_counts(tmp_path: Path)
             rollout.wait_phase({"canary"}, timeout=90)
             (tmp_path / "deployed" / "fault.flag").write_text("errors")
             status = rollout.wait_phase({"rolled_back"}, timeout=90)
-            assert status.rollback_rule == "immediate.error_rate", [
+            # Prometheus misses the first increment of a counter series that appears mid-window
+            # (the first 5xx), so the counts may first show a rate in the gradual band: at the
+            # 10 % step either error rule ends in a rollback.
+            assert status.rollback_rule in ("immediate.error_rate", "gradual.error_rate"), [
                 r.rule for r in rollout.history()
             ]
         finally:
