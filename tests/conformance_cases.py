@@ -117,17 +117,16 @@ WRONG_LABEL_MODELS = [
 ]
 
 PPS_MODELS = [
-    _pps("regression", "sklearn:regression", ("--target-type", "regression"), "regression"),
+    _pps("regression", "regression_hooks", ("--target-type", "regression"), "regression"),
     _pps("anomaly", "regression_hooks", ("--target-type", "anomaly"), "regression"),
-    _pps("binary", "sklearn:binary", BINARY, "binary"),
+    _pps("binary", "proba_exact", BINARY, "binary"),
     _pps(
         "multiclass",
-        "sklearn:multiclass",
+        "proba_exact",
         ("--target-type", "multiclass", "--class-labels", "a", "b", "c"),
         "multiclass",
     ),
     _pps("extra_output", "extra_output", ("--target-type", "regression"), "regression"),
-    _pps("binary_hooks", "binary_hooks", BINARY, "binary"),
 ]
 
 #: Models on DRUM's custom task interfaces (``CustomTask`` classes).
