@@ -89,11 +89,14 @@ class FakeTraffic:
 
 
 class FakeSupervisor:
+    def __init__(self, log: Path | None = None) -> None:
+        self.log = log
+
     def supervises(self, name: str) -> bool:
         return False
 
-    def log_path(self, name: str) -> None:
-        return None
+    def log_path(self, name: str) -> Path | None:
+        return self.log if name == "candidate" else None
 
 
 @pytest.fixture
@@ -104,7 +107,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     controller = Controller(
         SPEC,
         store,
-        FakeSupervisor(),  # type: ignore[arg-type]
+        FakeSupervisor(tmp_path / "candidate.log"),  # type: ignore[arg-type]
         router,  # type: ignore[arg-type]
         {"baseline": "http://b", "candidate": "http://c"},
         lambda text, details: notes.append(text),
@@ -121,6 +124,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         traffic=traffic,
         notes=notes,
         store=store,
+        log=tmp_path / "candidate.log",
     )
 
 
@@ -170,3 +174,24 @@ def test_a_refused_weight_is_notified_once_retried_and_not_recorded_as_applied(
     status = controller.tick(status)
     assert rig["traffic"].applied[-1][0] == status.weight
     assert rig["store"].get_json("applied")["weight"] == status.weight
+
+
+def test_extension_failures_in_the_candidates_log_count_once_each(rig: dict[str, Any]) -> None:
+    controller, clock, log = rig["c"], rig["clock"], rig["log"]
+    failed = "ERROR Failed to extend the app from [/code/custom_fastapi.py]: boom\n"
+    log.write_text("Starting FastAPI server\n" + failed * 2)
+    status = controller.initial_status()
+    for _ in range(3):  # rereading the same log adds nothing
+        clock.now += SPEC.interval
+        status = controller.tick(status)
+    assert len(rig["store"].events("extension")) == 2
+    with log.open("a") as out:
+        out.write(failed + failed[:20])  # one more, and half a line still being written
+    clock.now += SPEC.interval
+    status = controller.tick(status)
+    assert len(rig["store"].events("extension")) == 3
+    with log.open("a") as out:
+        out.write(failed[20:])
+    clock.now += SPEC.interval
+    controller.tick(status)
+    assert len(rig["store"].events("extension")) == 4

@@ -166,5 +166,10 @@ def _note_extension(scan: LogScan, line: str) -> None:
         scan.extension_failures.append(failed.group("path"))
 
 
+def extension_failures(text: str) -> list[tuple[int, str]]:
+    """(character offset, extension path) of each "Failed to extend the app" line in ``text``."""
+    return [(m.start(), m.group("path")) for m in _EXTENSION_FAILED.finditer(text)]
+
+
 def _shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

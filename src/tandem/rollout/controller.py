@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tandem.ops.logscan import scan_log
+from tandem.ops.logscan import extension_failures
 from tandem.quantiles import histogram_quantile
 from tandem.rollout.alerts import matches, parse_matchers
 from tandem.rollout.analysis import SideWindow
@@ -595,7 +595,8 @@ class Controller:
         self.last_rule: str | None = None
         self.mirror_rate = 0.0
         self.reference_baseline: SideWindow | None = None
-        self._scanned_size: int | None = None
+        self._scanned_size = 0
+        """Bytes of the candidate's log already searched for extension failures."""
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=2.0)
 
@@ -754,13 +755,19 @@ class Controller:
     def _extension_failures(self, now: float) -> int:
         """Extension failures in the window: reports, plus those the candidate's log shows."""
         path = self.supervisor.log_path("candidate")
-        size = path.stat().st_size if path is not None and path.exists() else None
-        if path is not None and size is not None and size != self._scanned_size:
-            self._scanned_size = size
-            scan = scan_log(path, None)
-            for i, failed in enumerate(scan.extension_failures):
-                # One key per failure per server start: rescanning counts nothing twice.
-                key = f"log:{path}:{scan.start_line_no}:{i}"
+        if path is not None and path.exists():
+            # Only what was appended since the last evaluation (from the start if the log was
+            # replaced); the byte offset keys each failure, so none is counted twice.
+            start = self._scanned_size if path.stat().st_size >= self._scanned_size else 0
+            with path.open("rb") as log:
+                log.seek(start)
+                new = log.read()
+            # Up to the last full line: a line being written is read next time.
+            complete = new[: new.rfind(b"\n") + 1]
+            self._scanned_size = start + len(complete)
+            text = complete.decode("utf-8", "replace")
+            for offset, failed in extension_failures(text):
+                key = f"log:{path}:{start + len(text[:offset].encode())}"
                 self.store.add_event(
                     "extension", "candidate-log", f"failed to load {failed}", key=key
                 )
