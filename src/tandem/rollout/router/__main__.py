@@ -1,0 +1,7 @@
+"""``python -m tandem.rollout.router``."""
+
+import sys
+
+from tandem.rollout.router.server import main
+
+sys.exit(main())
