@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tandem.rollout.nginx import NginxTraffic
+from tests.cgroups import memory_cgroup, remove
 from tests.engines import Nginx, nginx, prometheus
 from tests.rollout.harness import FAST_SPEC, Load, Rollout
 from tests.support import FIXTURES, ServerProcess
@@ -127,6 +128,65 @@ def test_fault_matrix_on_the_production_shape(
                 (tmp_path / "deployed" / "fault.flag").write_text(fault)
             status = rollout.wait_phase({"rolled_back"}, timeout=120)
             assert status.rollback_rule in rule.split("|"), [r.rule for r in rollout.history()]
+            assert "* baseline;" in server.include.read_text()
+        finally:
+            load.stop()
+            rollout.stop()
+
+
+def test_an_oom_killed_worker_is_rolled_back_from_prometheus(tmp_path: Path) -> None:
+    """A real OOM kill, seen only as ``drum_oom_kills_total`` rising in Prometheus."""
+    # The candidate's worker runs past a small memory cgroup's limit once, in shadow.
+    group = memory_cgroup(64 * 1024 * 1024)
+    env = {"ROLLOUT_FAULT": "oom", "TANDEM_TEST_OOM_CGROUP": str(group)}
+    try:
+        with platform(tmp_path, candidate_env=env) as (rollout, server):
+            rollout.start()
+            load = Load(rollout.url).start()
+            try:
+                status = rollout.wait_phase({"rolled_back"}, timeout=90)
+                assert status.rollback_rule == "immediate.oom", [r.rule for r in rollout.history()]
+                oom = next(r for r in rollout.history() if r.rule == "immediate.oom")
+                assert oom.numbers["oom_kills"] == 1
+                assert "* baseline;" in server.include.read_text()
+            finally:
+                load.stop()
+                rollout.stop()
+    finally:
+        remove(group)
+
+
+#: As on the built-in path (test_slow_candidate_is_reduced_through_the_table): four steps so
+#: that 60 % walks the whole reduction table, and only the P99 trigger in play.
+SLOW = {
+    **SPEC,
+    "steps": [10, 30, 60, 100],
+    "step_hold": "3s",
+    "reduction_wait": "4s",
+    "min_samples": 10,
+    "triggers": {**SPEC["triggers"], "p99_increase": 5.0},
+}
+
+
+def test_a_slow_candidate_is_reduced_through_the_table_by_prometheus_p99(tmp_path: Path) -> None:
+    """P99 from ``drum_request_duration_seconds`` buckets drives the gradual reductions."""
+    env = {"ROLLOUT_FAULT": "slow", "ROLLOUT_FAULT_FLAG": "1"}
+    with platform(tmp_path, candidate_env=env, spec=SLOW) as (rollout, server):
+        rollout.start()
+        load = Load(rollout.url, threads=6).start()
+        try:
+            # The candidate turns slow (+0.25 s a request) once it serves 60 %.
+            rollout.wait_for(
+                lambda: (s := rollout.status()) is not None and s.weight >= 60, 120, "weight 60"
+            )
+            (tmp_path / "deployed" / "fault.flag").write_text("slow")
+            rollout.wait_phase({"rolled_back"}, timeout=90)
+            rows = rollout.history()
+            reductions = [(r.from_weight, r.to_weight) for r in rows if r.action == "reduce"]
+            final = next(r for r in rows if r.action == "rollback")
+            assert final.rule == "gradual.p99", [r.rule for r in rows]
+            path = reductions + [(final.from_weight, final.to_weight)]
+            assert path == [(60.0, 50.0), (50.0, 25.0), (25.0, 5.0), (5.0, 0.0)], path
             assert "* baseline;" in server.include.read_text()
         finally:
             load.stop()
