@@ -84,9 +84,11 @@ def prometheus(
     rules: list[dict[str, Any]] | None = None,
     scrape: dict[str, str | tuple[str, dict[str, str]]] | None = None,
     alertmanager_url: str | None = None,
+    query_log: bool = False,
 ) -> Iterator[str]:
     """A Prometheus evaluating ``rules`` every second and scraping ``scrape`` every second
-    (job -> ``host:port``, or ``(host:port, target labels)``)."""
+    (job -> ``host:port``, or ``(host:port, target labels)``); with ``query_log``, every query
+    it answers is logged to ``workdir/queries.log`` (one JSON object a line)."""
     assert PROMETHEUS, "prometheus is not installed (.ci/run installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
@@ -103,6 +105,8 @@ def prometheus(
             for job, target in (scrape or {}).items()
         ],
     }
+    if query_log:
+        config["global"]["query_log_file"] = str(workdir / "queries.log")
     if rules:
         (workdir / "rules.yml").write_text(
             yaml.safe_dump({"groups": [{"name": "tandem", "rules": rules}]})

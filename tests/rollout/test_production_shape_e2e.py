@@ -8,7 +8,9 @@ compares mirrored requests in its comparison service (the built-in router at wei
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,7 +30,10 @@ SPEC = {**FAST_SPEC, "window": "6s", "shadow_duration": "4s", "step_hold": "4s"}
 
 @contextmanager
 def platform(
-    tmp_path: Path, candidate_env: dict[str, str] | None = None, spec: dict | None = None
+    tmp_path: Path,
+    candidate_env: dict[str, str] | None = None,
+    spec: dict | None = None,
+    query_log: bool = False,
 ) -> Iterator[tuple[Rollout, Nginx]]:
     """Deployments, Prometheus and nginx as a platform runs them, and the rollout for them."""
     code_dir = tmp_path / "deployed"
@@ -44,6 +49,7 @@ def platform(
                     "baseline": (base.url.removeprefix("http://"), {"server_type": "flask"}),
                     "candidate": (cand.url.removeprefix("http://"), {"server_type": "fastapi"}),
                 },
+                query_log=query_log,
             )
         )
         include = tmp_path / "nginx" / "tandem.conf"
@@ -191,3 +197,46 @@ def test_a_slow_candidate_is_reduced_through_the_table_by_prometheus_p99(tmp_pat
         finally:
             load.stop()
             rollout.stop()
+
+
+def _judging_queries(tmp_path: Path) -> int:
+    """Queries Prometheus answered about the deployments' requests (only the controller asks)."""
+    log = tmp_path / "prom" / "queries.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum("drum_requests_total" in json.loads(line)["params"]["query"] for line in lines)
+
+
+def test_a_killed_controller_resumes_on_nginx_and_prometheus(tmp_path: Path) -> None:
+    """``kill -9`` mid-canary, then started again with none of the seam flags: the resumed
+    controller must keep driving nginx and judging by Prometheus (as its state recorded)."""
+    with platform(tmp_path, query_log=True) as (rollout, server):
+        rollout.start()
+        load = Load(rollout.url).start()
+        try:
+            rollout.wait_phase({"canary"}, timeout=120)
+            rollout.kill_controller()
+            # The operator's command line, without --baseline-url ... --nginx-access-log.
+            bare = rollout.command[: rollout.command.index("--baseline-url")]
+            refused = subprocess.run(
+                [*bare, "--traffic", "builtin"],
+                env=rollout.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "--traffic nginx" in refused.stderr and "mid-rollout" in refused.stderr
+            rollout.command = bare
+            asked = _judging_queries(tmp_path)
+            rollout.start()
+            status = rollout.wait_phase({"promoted", "rolled_back"}, timeout=120)
+            assert status.phase.value == "promoted", [r.rule for r in rollout.history()]
+            assert "* candidate;" in server.include.read_text()  # nginx got the weights
+            assert _judging_queries(tmp_path) > asked  # and Prometheus the questions
+            actions = [r.action for r in rollout.history()]
+            assert actions.count("start") == 1 and "seam_change" not in actions, actions
+            assert "judged by Prometheus" in rollout.logs().split("resuming the rollout")[1]
+        finally:
+            load.stop()
+            rollout.stop()
+        assert load.error_rate == 0.0, (load.statuses, load.failures)

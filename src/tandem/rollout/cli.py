@@ -46,20 +46,26 @@ def add_parser(sub: Any) -> None:
         "stopped or restarted by the rollout; needs --candidate-url)",
     )
     start.add_argument("--candidate-url", help="attach targets: the candidate deployment")
+    # Seam flags default to None: a resumed rollout keeps what it recorded, and only a flag
+    # the command line states is compared with that (see tandem.rollout.seams).
     start.add_argument(
         "--traffic",
         choices=("builtin", "nginx"),
-        default="builtin",
-        help="who splits the traffic: the built-in router, or nginx (needs --nginx-conf and "
-        "--prometheus-url)",
+        default=None,
+        help="who splits the traffic: the built-in router (default), or nginx (needs "
+        "--nginx-conf and --prometheus-url)",
     )
     start.add_argument(
         "--nginx-conf",
         help="the include file the rollout owns (your nginx.conf includes it in http {})",
     )
-    start.add_argument("--nginx-test-cmd", default="nginx -t", help="checks the configuration")
     start.add_argument(
-        "--nginx-reload-cmd", default="nginx -s reload", help="applies it gracefully"
+        "--nginx-test-cmd", default=None, help="checks the configuration (default: nginx -t)"
+    )
+    start.add_argument(
+        "--nginx-reload-cmd",
+        default=None,
+        help="applies it gracefully (default: nginx -s reload)",
     )
     start.add_argument("--nginx-access-log", help="log each request's side here")
     start.add_argument(
@@ -68,7 +74,7 @@ def add_parser(sub: Any) -> None:
     )
     start.add_argument(
         "--prometheus-selector",
-        default="",
+        default=None,
         help='labels of this deployment\'s series, e.g. \'namespace="ml", app="churn"\'',
     )
     start.add_argument(
@@ -206,21 +212,56 @@ def _traffic_engine(dep: Any) -> Any:
     )
 
 
-def _metric_source(args: argparse.Namespace) -> Any:
-    """The metrics seam: Prometheus when ``--prometheus-url`` is given, else None (built in)."""
-    if not args.prometheus_url:
+def _metric_source(seam: Any) -> Any:
+    """The metrics seam: Prometheus when the rollout has a Prometheus URL, else None (built in)."""
+    if not seam.prometheus:
         return None
     from tandem.rollout.prometheus import PrometheusSource
 
     selectors = {
         side: sel
         for side, sel in (
-            ("baseline", args.baseline_selector),
-            ("candidate", args.candidate_selector),
+            ("baseline", seam.baseline_selector),
+            ("candidate", seam.candidate_selector),
         )
         if sel
     }
-    return PrometheusSource(args.prometheus_url, selectors, args.prometheus_selector)
+    return PrometheusSource(seam.prometheus_url, selectors, seam.prometheus_selector)
+
+
+def _stated(args: argparse.Namespace) -> Any:
+    """The seam flags this command line states, spelled as the state records them."""
+    from tandem.rollout.seams import Stated
+
+    return Stated(
+        baseline_url=args.baseline_url.rstrip("/") if args.baseline_url else None,
+        candidate_url=args.candidate_url.rstrip("/") if args.candidate_url else None,
+        traffic=args.traffic,
+        nginx_conf=str(Path(args.nginx_conf).resolve()) if args.nginx_conf else None,
+        nginx_test_cmd=args.nginx_test_cmd,
+        nginx_reload_cmd=args.nginx_reload_cmd,
+        nginx_access_log=args.nginx_access_log,
+        prometheus_url=args.prometheus_url or None,
+        prometheus_selector=args.prometheus_selector,
+        baseline_selector=args.baseline_selector,
+        candidate_selector=args.candidate_selector,
+    )
+
+
+def _record_seam_change(store: Any, changes: dict[str, Any]) -> None:
+    """On resume, seam settings that differ from the recorded ones are a decision-log entry."""
+    status = store.load_status()
+    if not changes or status is None:
+        return
+    store.save(
+        status,
+        action="seam_change",
+        rule="operator.seam_change",
+        from_weight=status.weight,
+        reason=f"resumed with changed seam settings ({', '.join(changes)})",
+        numbers={"changes": changes},
+    )
+    logger.warning("resumed with changed seam settings: %s", ", ".join(changes))
 
 
 def _targets(args: argparse.Namespace) -> str:
@@ -357,6 +398,7 @@ def _start(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace) -> int:
     from tandem.errors import ConfigError
+    from tandem.rollout import seams
     from tandem.rollout.controller import (
         Controller,
         Deployment,
@@ -368,6 +410,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         http_notifier,
         tls_variables,
     )
+    from tandem.rollout.nginx import DEFAULT_RELOAD_CMD, DEFAULT_TEST_CMD
     from tandem.rollout.spec import RolloutSpec
     from tandem.rollout.verify import baseline_verifier
     from tandem.server_type import normalise_server_type
@@ -391,13 +434,22 @@ def _run_locked(args: argparse.Namespace) -> int:
     saved_spec = store.get_json("spec")
     # A resumed rollout keeps its recorded spec; only what this command line states changes it.
     spec = RolloutSpec.load(args.config, overrides, base=saved_spec)
+    stated = _stated(args)
     if saved is not None:
-        dep = _resumed_deployment(saved, args.admin_token)
+        # And its recorded seams: targets, traffic engine and metric source.
+        resumed = seams.resume(saved, store.get_json("metrics"), stated)
+        dep = _resumed_deployment(resumed.deployment, args.admin_token)
+        metrics = resumed.metrics
         logger.info("resuming the rollout recorded in %s", args.state)
+        if resumed.changes:
+            store.set_json("deployment", resumed.deployment)
+        store.set_json("metrics", metrics.record())
+        _record_seam_change(store, resumed.changes)
         if saved_spec is not None:
             _record_spec_change(store, saved_spec, spec)
     else:
         target_type = _targets(args)
+        metrics = stated.metrics()
         if args.traffic == "nginx" and not (args.nginx_conf and args.prometheus_url):
             raise ConfigError(
                 "--traffic nginx needs --nginx-conf (the include file the rollout owns) and "
@@ -425,10 +477,10 @@ def _run_locked(args: argparse.Namespace) -> int:
             backend_timeout=args.backend_timeout,
             baseline_url=args.baseline_url.rstrip("/") if args.baseline_url else None,
             candidate_url=args.candidate_url.rstrip("/") if args.candidate_url else None,
-            traffic=args.traffic,
-            nginx_conf=str(Path(args.nginx_conf).resolve()) if args.nginx_conf else None,
-            nginx_test_cmd=args.nginx_test_cmd,
-            nginx_reload_cmd=args.nginx_reload_cmd,
+            traffic=args.traffic or "builtin",
+            nginx_conf=stated.nginx_conf,
+            nginx_test_cmd=args.nginx_test_cmd or DEFAULT_TEST_CMD,
+            nginx_reload_cmd=args.nginx_reload_cmd or DEFAULT_RELOAD_CMD,
             nginx_access_log=args.nginx_access_log,
             compare_port=free_port() if args.traffic == "nginx" else 0,
         )
@@ -436,7 +488,16 @@ def _run_locked(args: argparse.Namespace) -> int:
         recorded["code_dir"] = str(dep.code_dir) if dep.code_dir else None
         recorded["admin_token_sha256"] = _token_digest(dep.admin_token) if dep.admin_token else None
         store.set_json("deployment", recorded)
+        store.set_json("metrics", metrics.record())
         store.set_json("spec", spec.to_dict())
+    logger.info(
+        "seams: %s targets, traffic by %s, judged by %s",
+        "attached" if dep.attached else "spawned",
+        f"nginx ({dep.nginx_conf})" if dep.traffic == "nginx" else "the built-in router",
+        f"Prometheus ({metrics.record()['prometheus_url']})"
+        if metrics.prometheus
+        else "the router's counters",
+    )
     if dep.attached:
         # Checked on every start, resumed ones included: the URL may now serve something else.
         for side, stack in (("baseline", dep.baseline_type), ("candidate", dep.candidate_type)):
@@ -475,7 +536,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         dep.side_urls(),
         http_notifier(args.notify_url),
         baseline_verifier(dep.code_dir, dep.baseline_type, dep.server_args[1]),
-        metrics=_metric_source(args),
+        metrics=_metric_source(metrics),
         traffic=_traffic_engine(dep),
         pager=pager,
     )
@@ -520,6 +581,7 @@ def status_document(store: Any) -> dict[str, Any]:
         "latest": obs[-1] if obs else None,
         "last_decision": decisions[-1].__dict__ if decisions else None,
         "deployment": store.get_json("deployment"),
+        "metrics": store.get_json("metrics"),
     }
 
 
@@ -601,13 +663,23 @@ def _history(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     store = _store(args.state)
-    if store.load_status() is None:
+    status = store.load_status()
+    if status is None:
         print(f"no rollout recorded in {args.state}", file=sys.stderr)
         return 1
     seq = store.add_command(args.rollout_command)
     print(
         f"{args.rollout_command} queued (#{seq}); the controller applies it at its next evaluation"
     )
+    from tandem.rollout.store import StateLock
+
+    if not status.phase.is_terminal and not StateLock(Path(args.state).resolve()).held():
+        print(
+            f"no controller is running this rollout: `tandem rollout start --state {args.state}` "
+            "resumes it (with the targets, traffic and metric source it was started with) and "
+            "then applies the command",
+            file=sys.stderr,
+        )
     return 0
 
 

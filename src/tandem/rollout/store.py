@@ -3,7 +3,9 @@
 Tables (schema version 1):
 
 - ``meta(key, value)``: ``schema_version``, ``spec`` (JSON), ``deployment`` (JSON: the child
-  processes' pids, ports and URLs, so a restarted controller can adopt them).
+  processes' pids, ports and URLs, so a restarted controller can adopt them, and the targets
+  and traffic seams), ``metrics`` (JSON: the metric seam, credentials redacted; see
+  :mod:`tandem.rollout.seams`), ``children``, ``applied``.
 - ``status(id=1, doc, updated_at)``: the current :class:`RolloutStatus` as JSON.
 - ``decisions(seq, at, phase, action, rule, from_weight, to_weight, reason, numbers)``: every
   decision with the observations and numbers that made it.
@@ -324,6 +326,20 @@ class StateLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def held(self) -> bool:
+        """Whether a live controller holds the lock now (a probe: the lock is not taken)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return exc.errno in (errno.EWOULDBLOCK, errno.EACCES)
+        finally:
+            os.close(fd)  # closing drops a probe lock that was granted
+        return False
 
     def release(self) -> None:
         """Give the lock up (also done by the kernel when the process exits)."""
