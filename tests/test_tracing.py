@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -441,6 +443,82 @@ def test_exported_spans_are_counted(traced: Any) -> None:
     _post_predict(t)
     assert len(t.spans()) >= 4
     assert _sample("drum_otel_spans_exported_total", "flask") - before == len(t.spans())
+
+
+def test_ended_spans_are_counted_before_they_are_exported(traced: Any) -> None:
+    ended = _sample("drum_otel_spans_ended_total", "flask")
+    exported = _sample("drum_otel_spans_exported_total", "flask")
+    t = traced("regression", "flask")
+    _post_predict(t)
+    t.client.get("/ping")  # not traced: no span, nothing counted
+    # Every span of the request (server span and children), each once.
+    assert _sample("drum_otel_spans_ended_total", "flask") - ended == len(t.spans()) >= 4
+    assert _sample("drum_otel_spans_exported_total", "flask") - exported == len(t.spans())
+    info = t.client.get("/stats/").json()["otel_info"]
+    assert info["spans_ended"] == _sample("drum_otel_spans_ended_total", "flask") + _sample(
+        "drum_otel_spans_ended_total", "fastapi"
+    )
+    assert info["spans_ended"] >= info["spans_exported"]
+
+
+def test_ended_spans_wait_for_the_batch_before_they_count_as_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    code_dir = MODELS["regression"].build(tmp_path)
+    settings = settings_for(MODELS["regression"], code_dir, "fastapi")
+    tracing = Tracing.with_exporter(settings, InMemorySpanExporter(), batch=True)
+    ended = _sample("drum_otel_spans_ended_total", "fastapi")
+    exported = _sample("drum_otel_spans_exported_total", "fastapi")
+    route = next(r for r in ROUTES if r.name == "predict")
+    with tracing.request_span(_request("/predict/", "POST"), route, "/predict/"):
+        with tracing.child("score"):
+            pass
+    assert _sample("drum_otel_spans_ended_total", "fastapi") - ended == 2
+    assert _sample("drum_otel_spans_exported_total", "fastapi") == exported  # still queued
+    assert tracing.force_flush()
+    assert _sample("drum_otel_spans_exported_total", "fastapi") - exported == 2
+    tracing.shutdown()
+
+
+_OTEL_TOTALS_SCRIPT = """
+import os
+from tandem.observability import metrics
+print(metrics.otel_totals())
+for n in range(2):  # two workers: one still running, one gone
+    pid = os.fork()
+    if pid == 0:
+        metrics.OTEL_SPANS_ENDED.labels("fastapi").inc(5 + n)
+        metrics.OTEL_SPANS_EXPORTED.labels("fastapi").inc(4)
+        metrics.OTEL_EXPORT_FAILURES.labels("fastapi").inc(n)
+        os._exit(0)
+    os.waitpid(pid, 0)
+print(metrics.otel_totals())
+"""
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_otel_totals_cover_every_worker_and_are_none_before_any_span(
+    tmp_path: Path, multiprocess: bool
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if multiprocess:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _OTEL_TOTALS_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, after = proc.stdout.splitlines()
+    assert before == "None"  # no process has set tracing up: what /stats/ says as otel_info
+    if multiprocess:  # /stats/ answered by any worker sums them all, as /metrics does
+        expected = {"spans_ended": 11, "spans_exported": 8, "export_failures": 1}
+    else:  # one process: the forks' counts stay in the forks
+        expected = None
+    assert after == str(expected)
 
 
 @pytest.mark.parametrize("raises", [False, True])

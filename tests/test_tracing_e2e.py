@@ -278,6 +278,18 @@ def test_exported_spans_are_counted_in_metrics(
         server_span(receiver, trace_id)
     assert _wait_metric(server, "drum_otel_spans_exported_total", 12) >= 12
     assert _metric(server, "drum_otel_export_failures_total") == 0
+    # Every span that ended is exported once the batch has gone (50 ms here); /stats/ shows the
+    # same totals over every worker (the rollout controller's built-in source reads them there).
+    deadline = time.monotonic() + 15
+    while True:
+        ended = _metric(server, "drum_otel_spans_ended_total")
+        exported = _metric(server, "drum_otel_spans_exported_total")
+        info = httpx.get(server.url + "/stats/", timeout=10).json()["otel_info"]
+        if ended == exported or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert ended == exported >= 12
+    assert info == {"spans_ended": ended, "spans_exported": exported, "export_failures": 0}
 
 
 def test_export_failures_are_counted_and_never_fail_requests(tmp_path: Path) -> None:
@@ -292,6 +304,9 @@ def test_export_failures_are_counted_and_never_fail_requests(tmp_path: Path) -> 
             assert resp.status_code == 200
             assert _wait_metric(server, "drum_otel_export_failures_total", 1) >= 1
             assert _metric(server, "drum_otel_spans_exported_total") == 0
+            assert _metric(server, "drum_otel_spans_ended_total") >= 4
+            info = httpx.get(server.url + "/stats/", timeout=10).json()["otel_info"]
+            assert info["spans_exported"] == 0 and info["export_failures"] >= 1
         assert failing.requests >= 1
 
 
@@ -332,4 +347,8 @@ def test_otel_sdk_disabled_runtime_parameter_turns_tracing_off(
         resp, trace_id, _ = predict(server)
         assert resp.status_code == 200
         time.sleep(1.0)
+        # Tracing off: no drum_otel_* series, and /stats/ says so (the trace-gap trigger of a
+        # rollout is then not judged).
+        assert httpx.get(server.url + "/stats/", timeout=10).json()["otel_info"] is None
+        assert "drum_otel_spans_ended_total" not in httpx.get(server.url + "/metrics").text
     assert receiver.trace(trace_id) == []

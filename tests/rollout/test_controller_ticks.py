@@ -1,18 +1,21 @@
 """The controller tick by tick, in process: fake clock, fake seams, a real SQLite store.
 
 The seams are what the controller talks to: the router's admin API (mirror statistics), the
-metric source (each side's windows, memory and liveness) and the traffic engine (weights).
+metric source (each side's windows, memory and liveness: Prometheus, or the sides' own ``/stats/``
+with the router's counters) and the traffic engine (weights).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tandem.rollout.analysis import SideWindow
-from tandem.rollout.controller import Controller
+from tandem.rollout.analysis import SideWindow, TraceWindow
+from tandem.rollout.controller import Controller, TraceSample, trace_window
 from tandem.rollout.nginx import TrafficError
 from tandem.rollout.prometheus import SideReading
 from tandem.rollout.router import LATENCY_BOUNDS_MS
@@ -68,6 +71,8 @@ class FakeMetrics:
 
     def __init__(self) -> None:
         self.candidate_errors = 0
+        self.trace: TraceWindow | None = None
+        self.trace_calls: list[tuple[str, float, float, float]] = []
 
     def read(
         self, side: str, now: float, window_s: float, step_since: float, started: float
@@ -75,6 +80,10 @@ class FakeMetrics:
         errors = self.candidate_errors if side == "candidate" else 0
         win = SideWindow(1000, errors, 0.010)
         return SideReading(win, win, 200 * 1024 * 1024, 0, True)
+
+    def traces(self, side: str, now: float, window_s: float, lag_s: float) -> TraceWindow | None:
+        self.trace_calls.append((side, now, window_s, lag_s))
+        return self.trace
 
 
 class FakeTraffic:
@@ -195,3 +204,195 @@ def test_extension_failures_in_the_candidates_log_count_once_each(rig: dict[str,
     clock.now += SPEC.interval
     controller.tick(status)
     assert len(rig["store"].events("extension")) == 4
+
+
+# -- the trace-gap trigger's inputs ------------------------------------------------------------
+
+
+def test_prometheus_source_fills_the_trace_counts_and_a_gap_reduces(rig: dict[str, Any]) -> None:
+    controller, clock, metrics = rig["c"], rig["clock"], rig["metrics"]
+    metrics.trace = TraceWindow(spans_ended=4000, spans_exported=4000, export_failures=0)
+    status = controller.initial_status()
+    while status.phase != Phase.CANARY:
+        clock.now += SPEC.interval
+        rig["router"].compared += 100
+        status = controller.tick(status)
+    # Asked for the candidate only, over the trigger window, with the spec's export lag.
+    assert {c[0] for c in metrics.trace_calls} == {"candidate"}
+    assert metrics.trace_calls[-1][1:] == (clock.now, SPEC.window, SPEC.triggers.trace_export_lag)
+    assert rig["store"].observations()[-1]["tracing"] == {
+        "spans_ended": 4000,
+        "spans_exported": 4000,
+        "export_failures": 0,
+    }
+    metrics.trace = TraceWindow(spans_ended=4000, spans_exported=3100, export_failures=0)
+    for _ in range(2):  # the streak of consecutive evaluations the gradual rules need
+        clock.now += SPEC.interval
+        status = controller.tick(status)
+    assert status.phase == Phase.ROLLED_BACK and status.rollback_rule == "gradual.tracing"
+    last = rig["store"].decisions()[-1]
+    assert "3100 spans exported for 4000 ended" in last.reason
+
+
+def test_prometheus_source_without_trace_series_never_judges_tracing(rig: dict[str, Any]) -> None:
+    status = run(rig, 120)  # metrics.trace stays None: the candidate does not trace
+    assert status.phase == Phase.PROMOTED
+    assert all(o["tracing"] is None for o in rig["store"].observations())
+    assert not [d for d in rig["store"].decisions() if d.rule == "gradual.tracing"]
+
+
+class SideStats:
+    """Both sides' ``/stats/`` and ``/ping`` over httpx's mock transport (the built-in source).
+
+    ``otel`` is the candidate's ``otel_info``: cumulative counts a test advances, None while it
+    does not trace.
+    """
+
+    def __init__(self) -> None:
+        self.otel: dict[str, int] | None = None
+        self.stats_reads: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ping":
+            return httpx.Response(200, text="OK")
+        assert request.url.path == "/stats/"
+        self.stats_reads.append(request.url.host)
+        doc: dict[str, Any] = {
+            "mem_info": {"drum_rss": 200.0},
+            "worker_info": {"oom_kills": 0, "workers": [{"pid": 7, "rss": 200.0}]},
+        }
+        if request.url.host == "c":
+            doc["otel_info"] = None if self.otel is None else dict(self.otel)
+        return httpx.Response(200, json=doc)
+
+
+BUILTIN_SPEC = SPEC.with_overrides(
+    triggers=Triggers(ping_timeout=30, leak_min_span=60, leak_warmup=0, trace_export_lag=10)
+)
+
+
+@pytest.fixture
+def builtin(tmp_path: Path) -> dict[str, Any]:
+    """A controller on the built-in metric source: router counters plus each side's /stats/."""
+    clock, stats = Clock(), SideStats()
+    controller = Controller(
+        BUILTIN_SPEC,
+        RolloutStore(tmp_path / "state.db"),
+        FakeSupervisor(),  # type: ignore[arg-type]
+        FakeRouter(),  # type: ignore[arg-type]
+        {"baseline": "http://b", "candidate": "http://c"},
+        lambda text, details: None,
+        traffic=FakeTraffic(),
+        clock=clock,
+    )
+    controller._http = httpx.Client(transport=httpx.MockTransport(stats))
+    return dict(c=controller, clock=clock, stats=stats)
+
+
+def _observe(builtin: dict[str, Any], status: Any, **otel: int) -> Any:
+    builtin["clock"].now += BUILTIN_SPEC.interval
+    stats = builtin["stats"]
+    if otel:
+        stats.otel = {**(stats.otel or {}), **otel}
+    obs = builtin["c"].observe(status)
+    assert obs is not None
+    return obs
+
+
+def test_builtin_source_fills_the_trace_counts_from_the_candidates_stats(
+    builtin: dict[str, Any],
+) -> None:
+    controller, stats = builtin["c"], builtin["stats"]
+    status = controller.initial_status()
+    obs = _observe(builtin, status)  # tracing off: no otel_info
+    assert (obs.candidate_spans_ended, obs.candidate_spans_exported) == (None, None)
+    assert obs.candidate_span_export_failures is None
+    # One /stats/ read per side and evaluation serves RSS, OOM kills and the trace counts.
+    assert sorted(stats.stats_reads) == ["b", "c"]
+    # Healthy: 100 spans end per 5-second evaluation; each is exported one evaluation later.
+    seen = []
+    for k in range(1, 12):
+        obs = _observe(
+            builtin, status, spans_ended=100 * k, spans_exported=100 * (k - 1), export_failures=0
+        )
+        seen.append((obs.candidate_spans_ended, obs.candidate_spans_exported))
+    # Not judged until the history spans the lag; then the window (30 s: seven samples) counts
+    # the spans that ended until 10 s ago against those exported until now.
+    assert seen[:3] == [(None, None)] * 3
+    assert seen[3] == (100, 300)
+    assert seen[-1] == (400, 600)
+    assert all(ended <= exported for ended, exported in seen[3:])
+    assert obs.candidate_span_export_failures == 0
+    # The collector goes away: nothing more is exported and every batch fails.
+    for n in range(1, 4):
+        obs = _observe(builtin, status, spans_ended=100 * (11 + n), export_failures=n)
+    assert (obs.candidate_spans_ended, obs.candidate_spans_exported) == (400, 300)
+    assert obs.candidate_span_export_failures == 3
+
+
+def test_builtin_source_starts_over_when_the_candidate_restarts(builtin: dict[str, Any]) -> None:
+    controller = builtin["c"]
+    status = controller.initial_status()
+    for k in range(1, 6):
+        obs = _observe(
+            builtin, status, spans_ended=100 * k, spans_exported=100 * k, export_failures=0
+        )
+    assert obs.candidate_spans_ended == 200
+    # A restarted candidate counts from zero again: no negative windows, and nothing judged
+    # until the new history spans the lag.
+    obs = _observe(builtin, status, spans_ended=0, spans_exported=0, export_failures=0)
+    assert obs.candidate_spans_ended is None
+    for k in range(1, 4):
+        obs = _observe(builtin, status, spans_ended=10 * k, spans_exported=10 * k)
+    assert (obs.candidate_spans_ended, obs.candidate_spans_exported) == (10, 30)
+    # Unreadable or no longer tracing: not judged (the rule holds, it does not clear).
+    builtin["stats"].otel = None
+    assert _observe(builtin, status).candidate_spans_ended is None
+
+
+def _batched(ended: Any, delay: float, at: float) -> int:
+    """Spans exported by ``at`` by a batch processor sending every ``delay`` seconds (each
+    export taking a second) everything that had ended when it started."""
+    last_batch = delay * math.floor((at - 1.0) / delay)
+    return int(ended(last_batch)) if last_batch > 0 else 0
+
+
+def test_the_export_lag_keeps_a_healthy_candidate_clear_when_its_traffic_grows() -> None:
+    """Why the ended count stops ``trace_export_lag`` before now (see decide._gradual)."""
+
+    def ended(t: float) -> float:  # 4 spans per request; 10 requests/s, 50/s from t=60 on
+        return 40 * min(t, 60) + 200 * max(0.0, t - 60)
+
+    window, lag, delay = 30.0, 8.0, 5.0  # the batch delay plus the export stays under the lag
+    naive_gaps, gaps = [], []
+    samples: list[TraceSample] = []
+    for t in range(1, 121):
+        samples.append(TraceSample(float(t), int(ended(t)), _batched(ended, delay, t), 0))
+        base = next(s for s in samples if s.at >= t - window)
+        # The same window for both counts: spans still queued at its end look lost.
+        if samples[-1].spans_exported - base.spans_exported < samples[-1].spans_ended - (
+            base.spans_ended
+        ):
+            naive_gaps.append(t)
+        counts = trace_window(samples, float(t), window, lag)
+        if counts is not None and counts.spans_exported < counts.spans_ended:
+            gaps.append(t)
+    assert len(naive_gaps) > 30  # the whole window after the step up, at least
+    assert gaps == []
+
+    # The price: the lag's worth of traffic is the margin. On steady traffic, a candidate that
+    # silently loses (no failed export: its queue overflows) well over lag / window of its
+    # spans shows the gap in every full window; a few percent go unseen.
+    def steady(t: float) -> float:
+        return 40 * t
+
+    def gaps_at(kept: float) -> list[bool]:
+        lost = [
+            TraceSample(float(t), int(steady(t)), int(_batched(steady, delay, t) * kept), 0)
+            for t in range(1, 121)
+        ]
+        counts = [trace_window(lost[:t], float(t), window, lag) for t in range(31, 121)]
+        return [c is not None and c.spans_exported < c.spans_ended for c in counts]
+
+    assert all(gaps_at(kept=1 - 2 * lag / window))
+    assert not any(gaps_at(kept=0.95))

@@ -326,7 +326,7 @@ SHADOW = RolloutStatus(phase=Phase.SHADOW, started_at=T0, phase_started_at=T0, s
             "spans missing at 10%: reduction to 0 is a rollback",
             canary(10, 2, trigger_streak={"tracing": 1}),
             obs(
-                candidate_traced_requests=1000,
+                candidate_spans_ended=1000,
                 candidate_spans_exported=990,
                 candidate_span_export_failures=0,
             ),
@@ -339,7 +339,7 @@ SHADOW = RolloutStatus(phase=Phase.SHADOW, started_at=T0, phase_started_at=T0, s
             "span export failures: gradual reduction",
             canary(75, 5, trigger_streak={"tracing": 1}),
             obs(
-                candidate_traced_requests=1000,
+                candidate_spans_ended=1000,
                 candidate_spans_exported=1000,
                 candidate_span_export_failures=2,
             ),
@@ -352,7 +352,7 @@ SHADOW = RolloutStatus(phase=Phase.SHADOW, started_at=T0, phase_started_at=T0, s
             "every traced request exported: no trace gap",
             canary(75, 5, trigger_streak={"tracing": 1}),
             obs(
-                candidate_traced_requests=1000,
+                candidate_spans_ended=1000,
                 candidate_spans_exported=1000,
                 candidate_span_export_failures=0,
             ),
@@ -360,6 +360,101 @@ SHADOW = RolloutStatus(phase=Phase.SHADOW, started_at=T0, phase_started_at=T0, s
             "step.passed",
             90,
             Phase.CANARY,
+        ),
+        (
+            # The controller's counts (see decide._gradual): spans that ended up to
+            # trace_export_lag ago against spans exported up to now. Right after a step up the
+            # exported count includes spans that ended before the lag and were still queued,
+            # so it is the larger one on a healthy candidate.
+            "spans still queued at the window's end are no trace gap",
+            canary(75, 5, trigger_streak={"tracing": 1}),
+            obs(
+                candidate_spans_ended=4000,
+                candidate_spans_exported=4180,
+                candidate_span_export_failures=0,
+            ),
+            "step_up",
+            "step.passed",
+            90,
+            Phase.CANARY,
+        ),
+        (
+            "one span lost for good: gradual reduction",
+            canary(75, 5, trigger_streak={"tracing": 1}),
+            obs(
+                candidate_spans_ended=4000,
+                candidate_spans_exported=3999,
+                candidate_span_export_failures=0,
+            ),
+            "reduce",
+            "gradual.tracing",
+            50,
+            Phase.REDUCING,
+        ),
+        (
+            "a first trace gap only starts the streak",
+            canary(75, 5, step_started_at=T0 + 99),
+            obs(
+                candidate_spans_ended=1000,
+                candidate_spans_exported=0,
+                candidate_span_export_failures=3,
+            ),
+            "hold",
+            "step.wait",
+            75,
+            Phase.CANARY,
+        ),
+        (
+            "tracing off (nothing observed): the rule is not judged",
+            canary(75, 5, trigger_streak={"tracing": 1}),
+            obs(),
+            "step_up",
+            "step.passed",
+            90,
+            Phase.CANARY,
+        ),
+        (
+            "spans counted but exports not (yet) observed: not judged",
+            canary(75, 5, trigger_streak={"tracing": 1}),
+            obs(candidate_spans_ended=1000, candidate_span_export_failures=0),
+            "step_up",
+            "step.passed",
+            90,
+            Phase.CANARY,
+        ),
+        (
+            "trace gap closed after a reduction: hold for resume",
+            canary(
+                50,
+                4,
+                phase=Phase.REDUCING,
+                last_reduction_at=T0,
+                trigger_streak={"tracing": 2},
+            ),
+            obs(
+                candidate_spans_ended=1000,
+                candidate_spans_exported=1000,
+                candidate_span_export_failures=0,
+            ),
+            "hold_reduced",
+            "gradual.cleared",
+            50,
+            Phase.HOLDING,
+        ),
+        (
+            "trace counts unobserved after a reduction: neither reduces nor clears",
+            canary(
+                50,
+                4,
+                phase=Phase.REDUCING,
+                last_reduction_at=T0,
+                trigger_streak={"tracing": 2},
+            ),
+            obs(),
+            "hold",
+            "inconclusive",
+            50,
+            Phase.REDUCING,
         ),
         (
             "terminal stays",
@@ -381,6 +476,22 @@ def test_decision_table(name, status, observed, action, rule, weight, phase) -> 
         phase,
     ), (name, decision.reason)
     assert decision.reason
+
+
+def test_trace_gap_reason_and_numbers() -> None:
+    d = decide(
+        SPEC,
+        canary(75, 5, trigger_streak={"tracing": 1}),
+        obs(
+            candidate_spans_ended=1000,
+            candidate_spans_exported=600,
+            candidate_span_export_failures=2,
+        ),
+    )
+    assert d.rule == "gradual.tracing"
+    assert "trace gaps: 600 spans exported for 1000 ended, 2 failed exports" in d.reason
+    assert (d.numbers["spans_ended"], d.numbers["spans_exported"]) == (1000, 600)
+    assert d.status.trigger_streak["tracing"] == 2
 
 
 def test_leak_rule_needs_span_and_growth() -> None:
@@ -513,12 +624,13 @@ def test_spec_from_yaml_durations(tmp_path) -> None:
     path = tmp_path / "rollout.yaml"
     path.write_text(
         "steps: [5, 50, 100]\nstep_hold: 2s\nreduction_wait: 15m\n"
-        "triggers: {ping_timeout: 500ms}\ncriteria: {5: {max_error_rate: 0.01,"
-        " max_p99_increase: 0.5, max_memory_increase: 0.5}}\n"
+        "triggers: {ping_timeout: 500ms, trace_export_lag: 2s}\n"
+        "criteria: {5: {max_error_rate: 0.01, max_p99_increase: 0.5, max_memory_increase: 0.5}}\n"
     )
     spec = RolloutSpec.load(path)
     assert spec.steps == (5.0, 50.0, 100.0) and spec.step_hold == 2.0
     assert spec.reduction_wait == 900.0 and spec.triggers.ping_timeout == 0.5
+    assert spec.triggers.trace_export_lag == 2.0
     assert spec.criteria_for(50).max_error_rate == 0.01
 
 
@@ -532,6 +644,7 @@ def test_spec_from_yaml_durations(tmp_path) -> None:
         {"steps": [0.001, 100]},
         {"triggers": {"gradual_error_rate": 0.02}},
         {"triggers": {"extension_failures": -1}},
+        {"triggers": {"trace_export_lag": "-5s"}},
     ],
 )
 def test_spec_rejects_bad_values(doc) -> None:

@@ -1,8 +1,11 @@
-"""The seed's triggers fed by engines and people: security alerts and extension-failure reports.
+"""The seed's triggers fed by engines and people: security alerts, extension-failure reports and
+trace gaps.
 
 Security: a real Prometheus rule fires, a real Alertmanager delivers it to the router's admin API
 as its webhook, and the controller rolls back at once. Extension failures: reports through
-``tandem rollout report`` and the admin API reduce the canary gradually.
+``tandem rollout report`` and the admin API reduce the canary gradually. Trace gaps: a candidate
+whose OTLP endpoint is a loopback port nobody listens on is reduced gradually, read from its
+``/stats/``; the same candidate exporting to a working local receiver is not.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import httpx
 import pytest
 
 from tests.engines import alertmanager, prometheus
+from tests.otlp_receiver import OtlpReceiver
 from tests.rollout.harness import FAST_SPEC, Load, NotifyReceiver, Rollout
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +112,88 @@ def test_four_extension_failure_reports_reduce_the_canary(tmp_path: Path) -> Non
     finally:
         load.stop()
         rollout.stop()
+
+
+#: Spans leave the candidate every 200 ms (a failing export gives up after 1 s), so 3 s of lag
+#: covers a healthy export on two busy cores; the 10 s window leaves 7 s of ended spans to judge.
+#: The candidate sets OpenTelemetry up on its first traced (mirrored) request: that request is
+#: slow and its RSS steps up, which the compressed latency and leak limits would take for a
+#: fault; those rules are not under test here.
+TRACING = {
+    **HOLDING,
+    "steps": [30, 60, 100],
+    "window": "10s",
+    "max_shadow_p99_ratio": 100.0,
+    "triggers": {**FAST_SPEC["triggers"], "trace_export_lag": "3s", "leak_warmup": "6s"},
+}
+
+
+def _traced_candidate(endpoint: str) -> list[str]:
+    """``--candidate-env`` flags: only the candidate traces, to ``endpoint``."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+        "OTEL_SDK_DISABLED": "",
+        "OTEL_TRACES_EXPORTER": "otlp",
+    }
+    return [arg for key, value in env.items() for arg in ("--candidate-env", f"{key}={value}")]
+
+
+def _judged_tracing(rollout: Rollout) -> list[dict[str, int]]:
+    """The trace counts of the canary evaluations that had some (built-in source)."""
+    store = rollout.store()
+    try:
+        rows = store.observations()
+    finally:
+        store.close()
+    return [o["tracing"] for o in rows if o["phase"] == "canary" and o.get("tracing")]
+
+
+def test_a_candidate_whose_spans_cannot_be_exported_is_reduced(tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens: every export fails
+    rollout = Rollout(tmp_path, spec=TRACING, extra_args=_traced_candidate(nobody)).start()
+    load = Load(rollout.url, max_seconds=60).start()
+    try:
+        rollout.wait_phase({"canary"}, timeout=40)
+        rollout.wait_for(
+            lambda: any(row.rule == "gradual.tracing" for row in rollout.history()),
+            30,
+            "a gradual.tracing decision",
+        )
+        first = next(row for row in rollout.history() if row.rule == "gradual.tracing")
+        assert (first.action, first.from_weight, first.to_weight) == ("reduce", 30.0, 25.0)
+        assert "trace gaps: 0 spans exported for" in first.reason, first.reason
+        assert first.numbers["export_failures"] > 0 and first.numbers["spans_ended"] > 0
+    finally:
+        load.stop()
+        rollout.stop()
+
+
+def test_a_candidate_exporting_every_span_is_not_reduced(tmp_path: Path) -> None:
+    with OtlpReceiver() as receiver:
+        rollout = Rollout(
+            tmp_path, spec=TRACING, extra_args=_traced_candidate(receiver.endpoint)
+        ).start()
+        load = Load(rollout.url, max_seconds=60).start()
+        try:
+            rollout.wait_phase({"canary"}, timeout=40)
+            # Sixteen judged evaluations (8 s at 0.5 s), with spans ending all along.
+            rollout.wait_for(
+                lambda: sum(t["spans_ended"] > 0 for t in _judged_tracing(rollout)) >= 16,
+                30,
+                "judged trace counts",
+            )
+            judged = _judged_tracing(rollout)
+            assert all(t["export_failures"] == 0 for t in judged), judged
+            assert all(t["spans_exported"] >= t["spans_ended"] for t in judged), judged
+            assert not [row for row in rollout.history() if row.rule == "gradual.tracing"]
+            status = rollout.status()
+            assert status is not None and (status.phase.value, status.weight) == ("canary", 30)
+            assert receiver.snapshot()  # the spans did arrive
+        finally:
+            load.stop()
+            rollout.stop()
 
 
 def test_admin_api_refuses_what_is_not_a_report_or_a_webhook(tmp_path: Path) -> None:

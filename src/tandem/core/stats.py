@@ -1,4 +1,9 @@
-"""``/stats/``: process and container memory in DRUM's shape (MiB floats), always valid JSON."""
+"""``/stats/``: process and container memory in DRUM's shape (MiB floats), always valid JSON.
+
+Beyond DRUM's keys: ``worker_info`` (per-worker RSS, restarts, OOM kills, other kills) and
+``otel_info`` (spans ended, exported and failed exports over the whole server; null while the
+server has traced nothing), both read by the rollout controller.
+"""
 
 from __future__ import annotations
 
@@ -103,6 +108,10 @@ def stats_document(timing: dict[str, Any]) -> dict[str, Any]:
     else:
         avail, free = _mib(vm.available), _mib(vm.free)
     events = Events(state_dir()).read()
+    # Imported here, like every metrics import of the core: prometheus-client must not be
+    # loaded before the launcher has set PROMETHEUS_MULTIPROC_DIR.
+    from tandem.observability.metrics import otel_totals
+
     return {
         "drum_info": entries,
         "mem_info": {
@@ -114,6 +123,7 @@ def stats_document(timing: dict[str, Any]) -> dict[str, Any]:
             "free": free,
             "total": _mib(vm.total),
         },
+        "otel_info": otel_totals(),
         "time_info": {"run_predictor_total": timing},
         "worker_info": {
             "oom_kills": events["oom_kills"],

@@ -142,6 +142,7 @@ class Metrics:
                 IN_PROGRESS,
                 RECORDING_DROPPED,
                 MLOPS_REPORTS,
+                OTEL_SPANS_ENDED,
                 OTEL_SPANS_EXPORTED,
                 OTEL_EXPORT_FAILURES,
             ):
@@ -160,6 +161,16 @@ def mark_worker_dead(pid: int) -> None:
 
 # -- OpenTelemetry exporter health (fed by tandem.observability.tracing) -------------------------
 
+OTEL_SPANS_ENDED = Counter(
+    "drum_otel_spans_ended",
+    "Sampled spans that ended and were handed to the span processor for export: each traced "
+    "request's server span, its parse/score/serialise children and spans user code opened "
+    "under it. drum_otel_spans_exported_total catches up once the batch processor has sent "
+    "them (OTEL_BSP_SCHEDULE_DELAY later); a lasting difference is spans lost (export failed, "
+    "queue full, process killed).",
+    ["server_type"],
+    registry=_registry,
+)
 OTEL_SPANS_EXPORTED = Counter(
     "drum_otel_spans_exported",
     "Spans the OTLP exporter delivered to the collector.",
@@ -172,3 +183,43 @@ OTEL_EXPORT_FAILURES = Counter(
     ["server_type"],
     registry=_registry,
 )
+
+
+#: ``otel_totals()`` keys, by sample name.
+_OTEL_TOTALS = {
+    "drum_otel_spans_ended_total": "spans_ended",
+    "drum_otel_spans_exported_total": "spans_exported",
+    "drum_otel_export_failures_total": "export_failures",
+}
+
+
+def otel_totals() -> dict[str, int] | None:
+    """The ``drum_otel_*`` counters summed over the whole server (every worker, live or dead).
+
+    ``{"spans_ended", "spans_exported", "export_failures"}``, or None while no process of the
+    server has set tracing up (tracing off, or no traced request yet): the same "no series" a
+    Prometheus scrape of ``/metrics`` would show.
+    """
+    if MULTIPROCESS:
+        import glob
+
+        path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        # Only the counter files: the histograms are most of the data and are not needed here.
+        families: Iterator[Any] = iter(
+            MultiProcessCollector.merge(glob.glob(os.path.join(path, "counter_*.db")))
+        )
+    else:
+        families = (
+            family
+            for counter in (OTEL_SPANS_ENDED, OTEL_SPANS_EXPORTED, OTEL_EXPORT_FAILURES)
+            for family in counter.collect()
+        )
+    totals: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            key = _OTEL_TOTALS.get(sample.name)
+            if key is not None:
+                totals[key] = totals.get(key, 0.0) + sample.value
+    if "spans_ended" not in totals:
+        return None
+    return {key: round(totals.get(key, 0.0)) for key in _OTEL_TOTALS.values()}

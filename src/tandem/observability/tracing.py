@@ -24,8 +24,12 @@ Which requests are traced: every route except the health and information routes
 instrumentations, which *search* the URL for each pattern (so ``/`` would exclude everything),
 each pattern here must match the whole request path (:func:`re.fullmatch`).
 
-Spans exported and failed exports are counted in the Prometheus metrics
-(``drum_otel_spans_exported_total``, ``drum_otel_export_failures_total``).
+Spans ended, spans exported and failed exports are counted in the Prometheus metrics
+(``drum_otel_spans_ended_total``, ``drum_otel_spans_exported_total``,
+``drum_otel_export_failures_total``) and in ``/stats/`` (``otel_info``). Every sampled span that
+ends is counted as ended just before the batch processor takes it, and as exported once the
+collector has accepted it: the exported count trails the ended one by the batch delay, and a
+lasting difference is spans lost on the way (the rollout's trace-gap trigger reads exactly that).
 """
 
 from __future__ import annotations
@@ -226,6 +230,32 @@ def _counting_exporter_class() -> type[SpanExporter]:
             return bool(self.inner.force_flush(timeout_millis))
 
     return CountingSpanExporter
+
+
+def _ended_counter_class() -> type[SpanProcessor]:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class EndedSpanCounter(SpanProcessor):
+        """Counts every span that ends in ``drum_otel_spans_ended_total`` (exports nothing).
+
+        Added to the provider ahead of the exporting processor, so a span is counted as ended
+        before it can be counted as exported.
+        """
+
+        def __init__(self, server_type: str) -> None:
+            from tandem.observability.metrics import OTEL_SPANS_ENDED
+
+            self._ended = OTEL_SPANS_ENDED.labels(server_type)
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self._ended.inc()
+
+    return EndedSpanCounter
+
+
+def ended_span_counter(server_type: str) -> SpanProcessor:
+    """A span processor that only counts ended spans (``drum_otel_spans_ended_total``)."""
+    return _ended_counter_class()(server_type)  # type: ignore[call-arg]
 
 
 def counting_exporter(inner: SpanExporter, server_type: str) -> SpanExporter:
@@ -550,7 +580,11 @@ class Tracing:
         from tandem.version import __version__
 
         provider = TracerProvider(resource=_resource(), shutdown_on_exit=False)
-        provider.add_span_processor(factory())
+        processor = factory()
+        # The ended count first (the processors run in order at span end), then the export;
+        # both counters' series appear together, before any span has ended.
+        provider.add_span_processor(ended_span_counter(self.settings.server.framework))
+        provider.add_span_processor(processor)
         tracer = provider.get_tracer(TRACER_NAME, __version__)
         if self.install_global and isinstance(
             trace.get_tracer_provider(), trace.ProxyTracerProvider

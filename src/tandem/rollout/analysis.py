@@ -62,3 +62,16 @@ class SideWindow:
     def error_rate(self) -> float | None:
         """Point estimate, or None without requests."""
         return self.errors / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class TraceWindow:
+    """The candidate's OpenTelemetry span counts for the trace-gap rule.
+
+    ``spans_ended`` runs from the window's start until ``triggers.trace_export_lag`` seconds
+    ago; ``spans_exported`` and ``export_failures`` from the window's start until now.
+    """
+
+    spans_ended: int
+    spans_exported: int
+    export_failures: int

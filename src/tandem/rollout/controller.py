@@ -4,7 +4,9 @@ Each evaluation (every ``spec.interval`` seconds):
 
 1. take at most one operator command from the store;
 2. observe: the router's cumulative per-side counters (windows are differences between
-   snapshots), each deployment's ``/stats/`` (RSS, OOM kills) and the candidate's ``/ping``;
+   snapshots), each deployment's ``/stats/`` (RSS, OOM kills, and the candidate's cumulative
+   OpenTelemetry span counts, windowed the same way) and the candidate's ``/ping``; or all of
+   it from Prometheus;
 3. :func:`~tandem.rollout.decide.decide`;
 4. save the new status and the decision in one transaction, *then* tell the router the weight;
 5. record the observations (status table, dashboard), notify on phase changes and rollbacks,
@@ -36,7 +38,7 @@ import psutil
 from tandem.ops.logscan import extension_failures
 from tandem.quantiles import histogram_quantile
 from tandem.rollout.alerts import matches, parse_matchers
-from tandem.rollout.analysis import SideWindow
+from tandem.rollout.analysis import SideWindow, TraceWindow
 from tandem.rollout.decide import Decision, Observations, decide
 from tandem.rollout.nginx import TrafficError
 from tandem.rollout.paging import PagerDuty, dedup_key
@@ -378,6 +380,63 @@ def window(snapshots: Sequence[Snapshot], since: float, side: str) -> SideWindow
     return SideWindow(delta.requests, delta.errors, p99)
 
 
+@dataclass(frozen=True)
+class TraceSample:
+    """The candidate's cumulative span counts (``/stats/`` ``otel_info``) at one evaluation."""
+
+    at: float
+    spans_ended: int
+    spans_exported: int
+    export_failures: int
+
+    @classmethod
+    def parse(cls, doc: Mapping[str, Any] | None, at: float) -> TraceSample | None:
+        """From a ``/stats/`` document; None when the server traces nothing (or is unreadable)."""
+        info = (doc or {}).get("otel_info")
+        if not isinstance(info, Mapping):
+            return None
+        try:
+            return cls(
+                at,
+                int(info["spans_ended"]),
+                int(info["spans_exported"]),
+                int(info["export_failures"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def before(self, other: TraceSample) -> bool:
+        """Whether ``other`` can follow this sample (no counter went down: no restart between)."""
+        return (
+            other.spans_ended >= self.spans_ended
+            and other.spans_exported >= self.spans_exported
+            and other.export_failures >= self.export_failures
+        )
+
+
+def trace_window(
+    samples: Sequence[TraceSample], now: float, window_s: float, lag_s: float
+) -> TraceWindow | None:
+    """The trace-gap rule's counts from cumulative samples (the latest one taken at ``now``).
+
+    Spans ended from the first sample at or after ``now - window_s`` until the last sample at
+    or before ``now - lag_s``; spans exported and failed exports from that first sample until
+    the latest. None without a sample at ``now`` or without two samples that far apart.
+    """
+    if not samples or samples[-1].at != now:
+        return None
+    base = next((s for s in samples if s.at >= now - window_s), None)
+    lagged = next((s for s in reversed(samples) if s.at <= now - lag_s), None)
+    if base is None or lagged is None or lagged.at <= base.at:
+        return None
+    latest = samples[-1]
+    return TraceWindow(
+        lagged.spans_ended - base.spans_ended,
+        latest.spans_exported - base.spans_exported,
+        latest.export_failures - base.export_failures,
+    )
+
+
 @dataclass
 class Deployment:
     """What a rollout runs: the model, the two stacks, the addresses.
@@ -591,6 +650,8 @@ class Controller:
         self.clock = clock
         self.snapshots: deque[Snapshot] = deque()
         self.rss_history: deque[tuple[float, float]] = deque()
+        self.trace_samples: deque[TraceSample] = deque()
+        """The candidate's span counts from its ``/stats/`` (built-in metric source only)."""
         self.last_ping: float | None = None
         self.last_rule: str | None = None
         self.mirror_rate = 0.0
@@ -703,9 +764,14 @@ class Controller:
             steps = {side: readings[side].step for side in SIDES}
             # up=0 is evidence of a dead target; no series is no data, and the probe decides.
             alive = readings["candidate"].up is not False and self._ping("candidate")
+            traces = self.metrics.traces(
+                "candidate", now, self.spec.window, self.spec.triggers.trace_export_lag
+            )
         else:
-            rss = {side: self._rss(side) for side in SIDES}
-            oom = self._oom_kills("candidate")
+            docs = {side: self._stats(side) for side in SIDES}
+            rss = {side: self._rss(docs[side]) for side in SIDES}
+            oom = self._oom_kills(docs["candidate"])
+            traces = self._traces(docs["candidate"], now)
             windows = {side: window(snaps, now - self.spec.window, side) for side in SIDES}
             steps = {side: window(snaps, step_since, side) for side in SIDES}
             alive = self._ping("candidate")
@@ -741,6 +807,9 @@ class Controller:
             mirror_differences=snap.mirror_differences,
             mirror_failures=snap.mirror_failures,
             first_difference=snap.first_difference,
+            candidate_spans_ended=None if traces is None else traces.spans_ended,
+            candidate_spans_exported=None if traces is None else traces.spans_exported,
+            candidate_span_export_failures=None if traces is None else traces.export_failures,
         )
 
     def _security_alerts(self, status: RolloutStatus) -> list[str]:
@@ -780,14 +849,13 @@ class Controller:
         except (httpx.HTTPError, ValueError):
             return None
 
-    def _rss(self, side: str) -> float | None:
-        """Mean RSS of one serving process, in bytes.
+    def _rss(self, doc: Mapping[str, Any] | None) -> float | None:
+        """Mean RSS of one serving process, in bytes, from a side's ``/stats/``.
 
         Per worker, not the server total: a Flask development server is one process while
         Gunicorn and Tandem's Uvicorn run a supervisor plus workers, so totals would compare
         process counts, not the stacks' memory use.
         """
-        doc = self._stats(side)
         if not doc:
             return None
         try:
@@ -797,12 +865,28 @@ class Controller:
             return None
         return mib * 1024 * 1024
 
-    def _oom_kills(self, side: str) -> int:
-        doc = self._stats(side)
+    def _oom_kills(self, doc: Mapping[str, Any] | None) -> int:
         try:
             return int(doc["worker_info"]["oom_kills"]) if doc else 0
         except (KeyError, TypeError, ValueError):
             return 0
+
+    def _traces(self, doc: Mapping[str, Any] | None, now: float) -> TraceWindow | None:
+        """The trace-gap rule's counts from the candidate's ``/stats/`` samples.
+
+        A sample with a lower count than the one before means the candidate restarted: the
+        history starts again from it.
+        """
+        sample = TraceSample.parse(doc, now)
+        if sample is None:
+            return None  # not tracing, or not readable now: not judged
+        samples = self.trace_samples
+        if samples and not samples[-1].before(sample):
+            samples.clear()
+        samples.append(sample)
+        while len(samples) > 1 and samples[1].at <= now - self.spec.window:
+            samples.popleft()
+        return trace_window(samples, now, self.spec.window, self.spec.triggers.trace_export_lag)
 
     def _ping(self, side: str) -> bool:
         try:
@@ -937,8 +1021,9 @@ def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:
     """The per-evaluation row the status table and dashboard read.
 
     ``{"phase", "action", "rule", "reason", "baseline": {...}, "candidate": {...},
-    "mirror": {"compared", "differences"}}`` where each side has ``requests``, ``errors``,
-    ``error_rate``, ``p99_ms`` (trigger window) and ``rss_mb``.
+    "mirror": {"compared", "differences"}, "tracing": {...} or None}`` where each side has
+    ``requests``, ``errors``, ``error_rate``, ``p99_ms`` (trigger window) and ``rss_mb``, and
+    ``tracing`` the trace-gap rule's counts (None while the candidate's are not observed).
     """
 
     def side(win: SideWindow, rss: float | None) -> dict[str, Any]:
@@ -963,6 +1048,13 @@ def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:
             "failures": obs.mirror_failures,
         },
         "candidate_oom_kills": obs.candidate_oom_kills,
+        "tracing": None
+        if obs.candidate_spans_ended is None
+        else {
+            "spans_ended": obs.candidate_spans_ended,
+            "spans_exported": obs.candidate_spans_exported,
+            "export_failures": obs.candidate_span_export_failures,
+        },
         "ping_age_s": None
         if obs.candidate_last_ping is None
         else round(obs.now - obs.candidate_last_ping, 3),

@@ -11,7 +11,8 @@ No clock, no I/O: the controller passes ``now`` in the observations. Rules, firs
 4. gradual reduction (canary steps): P99 or RSS more than 50 % above the baseline's, a 5xx rate
    above ``gradual_error_rate`` with confidence, more than ``extension_failures`` extension
    failure reports in the window, or trace gaps (span exports failing, or fewer spans exported
-   than requests traced), for ``consecutive`` evaluations → the reduction table, then every
+   than spans ended, lag allowed for), for ``consecutive`` evaluations → the reduction table,
+   then every
    ``reduction_wait`` re-evaluate: still triggered → reduce again (0 % is a rollback), cleared →
    hold for ``resume``;
 5. shadow → first step, and step → next step (or promotion at 100 %), when the step's hold time
@@ -64,12 +65,15 @@ class Observations:
     extension_failures: int | None = None
     """Extension failures reported (operator, admin API, candidate log) in the trigger window;
     None when nothing watches for them."""
-    candidate_traced_requests: int | None = None
-    """Requests the candidate traced in the window (None: tracing off or not observed)."""
+    candidate_spans_ended: int | None = None
+    """Spans of the candidate's traced requests (server spans, their children, user spans) that
+    ended from the window's start until ``triggers.trace_export_lag`` seconds ago, from
+    ``drum_otel_spans_ended_total`` (None: tracing off, or not observed)."""
     candidate_spans_exported: int | None = None
-    """Spans the candidate exported in the window."""
+    """Spans the candidate exported over the whole window (``drum_otel_spans_exported_total``)."""
     candidate_span_export_failures: int | None = None
-    """Failed span exports of the candidate in the window."""
+    """Failed span exports of the candidate over the window
+    (``drum_otel_export_failures_total``)."""
 
 
 @dataclass(frozen=True)
@@ -256,11 +260,24 @@ def _gradual(spec: RolloutSpec, obs: Observations) -> tuple[dict[str, bool], dic
         numbers.update(
             extension_failures=obs.extension_failures, extension_threshold=trig.extension_failures
         )
-    traced, exported = obs.candidate_traced_requests, obs.candidate_spans_exported
+    # Trace gaps. The batch processor holds every span for up to OTEL_BSP_SCHEDULE_DELAY before
+    # exporting it, so over one window "exported < ended" is true of a healthy candidate
+    # whenever its traffic grows (a step up, a burst): the spans still queued at the end
+    # outnumber those queued at the start. The controller therefore counts the spans that
+    # ended from the window's start until trace_export_lag seconds ago, and those exported
+    # from the window's start until now. Each span of the first count has had the lag to be
+    # exported, and none can have been exported before the window began, so a candidate that
+    # loses no span always shows exported >= ended, whatever its traffic does; only spans that
+    # never left (export failed, queue full, worker killed) make exported fall behind. The
+    # price is a margin of the lag's worth of spans: on steady traffic, silent losses (no
+    # failed export) under about trace_export_lag / window of the spans (5 % with the
+    # defaults) go unseen; a failed export is seen at once, one is enough. Waiting for the
+    # streak instead would not do: after a step up the deficit lasts a whole window.
+    ended, exported = obs.candidate_spans_ended, obs.candidate_spans_exported
     failures = obs.candidate_span_export_failures
-    if traced is not None and exported is not None and failures is not None:
-        fired["tracing"] = failures > 0 or exported < traced
-        numbers.update(traced_requests=traced, spans_exported=exported, export_failures=failures)
+    if ended is not None and exported is not None and failures is not None:
+        fired["tracing"] = failures > 0 or exported < ended
+        numbers.update(spans_ended=ended, spans_exported=exported, export_failures=failures)
     return fired, numbers
 
 
@@ -460,8 +477,7 @@ def _gradual_reason(
     if "tracing" in triggered:
         parts.append(
             f"trace gaps: {numbers['spans_exported']} spans exported for "
-            f"{numbers['traced_requests']} traced requests, {numbers['export_failures']} failed "
-            "exports"
+            f"{numbers['spans_ended']} ended, {numbers['export_failures']} failed exports"
         )
     return f"{' and '.join(parts)}; {weight:g}% -> {target:g}%"
 

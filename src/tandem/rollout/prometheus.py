@@ -3,7 +3,8 @@
 Each evaluation runs :mod:`tandem.rollout.promql`'s queries for both sides at the controller's
 ``now``. A side whose newest sample is older than ``stale_after`` seconds, or that has no series,
 is "no data": zero requests and unknown P99, RSS and liveness, which holds the step (the evidence
-rule) and never counts as healthy.
+rule) and never counts as healthy; its trace counts are unknown too, so the trace-gap rule is not
+judged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 
 from tandem.rollout import promql
-from tandem.rollout.analysis import SideWindow
+from tandem.rollout.analysis import SideWindow, TraceWindow
 
 logger = logging.getLogger("tandem.rollout")
 
@@ -85,6 +86,26 @@ class PrometheusSource:
             oom_kills=round(self.query(q.oom_kills, now) or 0.0),
             up=None if up is None else up >= 1.0,
         )
+
+    def traces(self, side: str, now: float, window_s: float, lag_s: float) -> TraceWindow | None:
+        """The side's span counts for the trace-gap rule (:func:`promql.trace_queries`).
+
+        None when the side has no fresh series, does not trace (no ``drum_otel_*`` series), or
+        the window is not longer than the lag.
+        """
+        sel = self.selectors[side]
+        q = promql.trace_queries(sel, window_s, lag_s)
+        if q is None:
+            return None
+        newest = self.query(promql.last_scrape(sel), now)
+        if newest is None or now - newest > self.stale_after:
+            return None
+        ended = self.query(q.spans_ended, now)
+        exported = self.query(q.spans_exported, now)
+        failures = self.query(q.export_failures, now)
+        if ended is None or exported is None or failures is None:
+            return None
+        return TraceWindow(round(ended), round(exported), round(failures))
 
     def _window(self, q: promql.SideQueries, now: float) -> SideWindow:
         requests = self.query(q.requests, now)

@@ -7,7 +7,9 @@ never disagree about what "the candidate's 5xx count" means. Each side is a labe
 plus ``--prometheus-selector`` for the deployment); windows are PromQL durations.
 
 Counts, not rates: the evidence rule needs how many requests a side served, so requests and
-errors are ``increase`` over the window. Liveness uses ``up``, which carries the scrape target's
+errors are ``increase`` over the window, and so are the candidate's OpenTelemetry span counts
+(``drum_otel_*``; no series while the candidate does not trace, which leaves the trace-gap rule
+unjudged). Liveness uses ``up``, which carries the scrape target's
 labels: give each side's targets its ``server_type`` label in the scrape configuration.
 """
 
@@ -81,6 +83,49 @@ def up(sel: str) -> str:
 def last_scrape(sel: str) -> str:
     """Unix time of the side's most recent sample (stale series are "no data")."""
     return f"max(timestamp(drum_workers{{{sel}}}))"
+
+
+def spans_ended(sel: str, window: str, offset: str = "") -> str:
+    """Spans the side's traced requests ended in the window (``offset``: a window ending then)."""
+    shift = f" offset {offset}" if offset else ""
+    return f"sum(increase(drum_otel_spans_ended_total{{{sel}}}[{window}]{shift}))"
+
+
+def spans_exported(sel: str, window: str) -> str:
+    """Spans the side's OTLP exporter delivered in the window."""
+    return f"sum(increase(drum_otel_spans_exported_total{{{sel}}}[{window}]))"
+
+
+def span_export_failures(sel: str, window: str) -> str:
+    """OTLP span export calls of the side that failed in the window."""
+    return f"sum(increase(drum_otel_export_failures_total{{{sel}}}[{window}]))"
+
+
+@dataclass(frozen=True)
+class TraceQueries:
+    """The trace-gap rule's queries for one side at one evaluation."""
+
+    spans_ended: str
+    spans_exported: str
+    export_failures: str
+
+
+def trace_queries(sel: str, window_s: float, lag_s: float) -> TraceQueries | None:
+    """Spans ended from the window's start until ``lag_s`` ago, spans exported and failed
+    exports over the whole window (see :func:`tandem.rollout.decide.decide` for why the lag);
+    None when the window is not longer than the lag (nothing to judge)."""
+    # Whole seconds: the lag rounded up and the ended range rounded down, so that the ended
+    # range lies inside the exported one and never reaches past now - lag_s.
+    lag = math.ceil(lag_s)
+    ended_s = math.floor(window_s - lag)
+    if ended_s < 1:
+        return None
+    window = duration(window_s)
+    return TraceQueries(
+        spans_ended=spans_ended(sel, f"{ended_s}s", f"{lag}s" if lag > 0 else ""),
+        spans_exported=spans_exported(sel, window),
+        export_failures=span_export_failures(sel, window),
+    )
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,11 @@ class Triggers:
     """Candidate 5xx rate above this (with confidence) starts a gradual reduction."""
     extension_failures: int = 3
     """More extension-failure reports than this in the window start a gradual reduction."""
+    trace_export_lag: float = 15.0
+    """Seconds a span may take from ending to being counted as exported: the batch processor's
+    ``OTEL_BSP_SCHEDULE_DELAY`` (5 s by default), the export itself and, with Prometheus, a
+    scrape interval. The trace-gap rule expects exported only the spans that ended at least
+    this long ago (see :func:`tandem.rollout.decide.decide`); the window must be longer."""
     security_alert_matcher: str = 'category="security"'
     """Alertmanager alerts whose labels match this (Prometheus matcher syntax, comma-separated:
     ``=``, ``!=``, ``=~``, ``!~``) are security incidents: an immediate rollback."""
@@ -191,7 +196,7 @@ class RolloutSpec:
                 if not isinstance(doc["triggers"], Triggers)
                 else asdict(doc["triggers"])
             )
-            for key in ("ping_timeout", "leak_min_span", "leak_warmup"):
+            for key in ("ping_timeout", "leak_min_span", "leak_warmup", "trace_export_lag"):
                 if key in trig:
                     trig[key] = parse_duration(trig[key], f"triggers.{key}")
             values["triggers"] = Triggers(**trig)
@@ -245,6 +250,8 @@ class RolloutSpec:
             raise ConfigError("triggers: need 0 < gradual_error_rate <= immediate_error_rate < 1")
         if trig.extension_failures < 0:
             raise ConfigError("triggers.extension_failures must be >= 0")
+        if trig.trace_export_lag < 0:
+            raise ConfigError("triggers.trace_export_lag must be >= 0")
         from tandem.rollout.alerts import parse_matchers
 
         parse_matchers(trig.security_alert_matcher)
