@@ -12,11 +12,11 @@ usual meaning. ``OTEL_TRACES_EXPORTER=none`` turns tracing off.
 
 Fork safety: the tracer provider, its batch processor (a background thread) and the exporter (an
 HTTP session) are created lazily, on the first traced request of each process. Gunicorn's master
-and Tandem's Uvicorn supervisor build the app before they fork, so nothing OTel owns is ever
-shared between processes. Spans still queued are exported when the process exits cleanly:
-through ``atexit``, and also when :func:`logging.shutdown` runs, because Tandem's Uvicorn
-supervisor ends its workers with ``logging.shutdown()`` then ``os._exit()``, which skips
-``atexit``. :func:`shutdown_tracing` (flush and stop) and :func:`flush_tracing` do it explicitly.
+builds the app before it forks, so nothing OTel owns is ever shared between processes. Spans
+still queued are exported when the process exits cleanly: through ``atexit``, and also when
+:func:`logging.shutdown` runs, because a worker replaced after a request timeout ends with
+``logging.shutdown()`` then ``os._exit()``, which skips ``atexit``. :func:`shutdown_tracing`
+(flush and stop) and :func:`flush_tracing` do it explicitly.
 
 Which requests are traced: every route except the health and information routes
 (:data:`UNTRACED_ROUTES`, decided by route name, never by URL pattern).

@@ -1,4 +1,5 @@
-"""Starting a server process: Flask's own server, Gunicorn, or Uvicorn under Tandem's supervisor."""
+"""Starting a server process: Flask's own server, or Gunicorn with sync (Flask) or Uvicorn
+(FastAPI) workers."""
 
 from __future__ import annotations
 
@@ -54,9 +55,7 @@ def serve(settings: ServeSettings) -> int:
                 settings.workers,
             )
         return _serve_werkzeug(settings)
-    if server_type == "gunicorn":
-        return _serve_gunicorn(settings)
-    return _serve_uvicorn(settings)
+    return _serve_gunicorn(settings, asgi=server_type != "gunicorn")
 
 
 def freeze_heap() -> None:
@@ -238,12 +237,15 @@ def _drop_gunicorn_server_header() -> None:
     wsgi.Response.default_headers = without_server
 
 
-def _serve_gunicorn(settings: ServeSettings) -> int:
+def _serve_gunicorn(settings: ServeSettings, asgi: bool = False) -> int:
+    """Gunicorn's arbiter over the preloaded app: sync workers for Flask, or (``asgi``) Tandem's
+    Uvicorn worker for FastAPI. One supervisor for both stacks: worker replacement, exit
+    classification, recycling, graceful drain and the request-timeout backstop are Gunicorn's."""
     from gunicorn import arbiter as gunicorn_arbiter
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
-    from tandem.servers.flask_app import create_app
+    from tandem.servers import connections
     from tandem.servers.supervisor import (
         OOM_EXIT_STATUS,
         RECYCLE_STATUS,
@@ -252,11 +254,23 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         start_heartbeat,
     )
 
+    params = Params()
+    if asgi and settings.workers > 1:
+        # libuv's own switch for one accept per pass, for uvloop (read when a socket listens).
+        os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
     # Load once in the master, before fork: workers share the model's pages copy-on-write.
     service = _load_service(settings, before_fork=True)
-    app = create_app(service)
+    if asgi:
+        from tandem.servers.fastapi_app import create_app as create_asgi_app
+
+        app: Any = create_asgi_app(service)
+    else:
+        from tandem.servers.flask_app import create_app
+
+        app = create_app(service)
     freeze_heap()
-    params = Params()
+    # FastAPI workers share open-connection counts so new connections go to the idlest one.
+    board = connections.ConnectionBoard(settings.workers) if asgi and settings.workers > 1 else None
 
     class _PropagatingLogger(Logger):  # type: ignore[misc]
         """Gunicorn's own lines go through Tandem's root handler (one format, JSON or not)."""
@@ -266,19 +280,29 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
                 log.handlers[:] = []
                 log.propagate = True
 
+    def pre_fork(server: Any, worker: Any) -> None:
+        if board is not None:  # master side: the lowest board slot no live worker holds
+            held = {getattr(w, "tandem_slot", None) for w in server.WORKERS.values()}
+            worker.tandem_slot = min(set(range(settings.workers)) - held)
+
     def post_fork(server: Any, worker: Any) -> None:
+        if board is not None:
+            connections.take_seat(board, worker.tandem_slot)
         worker.tandem_heartbeat = start_heartbeat()
         worker.tandem_recycled = False
 
         def retire() -> None:
             # A request outran DRUM_CLIENT_REQUEST_TIMEOUT and its hook was interrupted: finish
-            # this request, then exit for a fresh worker (the status says why).
+            # the requests in flight, then exit for a fresh worker (the status says why).
             start_log.error(
                 "Worker %d: a model call outran DRUM_CLIENT_REQUEST_TIMEOUT; replacing it",
                 os.getpid(),
             )
             worker.tandem_recycled = True
             worker.alive = False
+            stop = getattr(worker, "tandem_stop", None)
+            if stop is not None:
+                stop(service.settings.request_timeout + 10)
 
         service.on_retire = retire
 
@@ -299,6 +323,8 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
     _drop_gunicorn_server_header()
 
     def child_exit(server: Any, worker: Any) -> None:
+        if board is not None and hasattr(worker, "tandem_slot"):
+            board.vacate(worker.tandem_slot)
         if report_exit(classify_exit(worker.pid, reaped.pop(worker.pid)), restarting=True):
             server.halt(reason="a worker was OOM-killed", exit_status=OOM_EXIT_STATUS)
 
@@ -358,10 +384,28 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
             except OSError:
                 pass
 
+    worker_class: type = _Worker
+    if asgi:
+        from tandem.servers.uvicorn_worker import worker_class as uvicorn_worker_class
+
+        loop = uvicorn_loop(params)
+        worker_class = uvicorn_worker_class(
+            loop=connections.loop_setting(loop, settings.workers),
+            http=connections.http_protocol(settings.header_timeout),
+            timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600)
+            or 5,
+            # Worker recycling: a worker exits after this many requests and is replaced.
+            limit_max_requests=params.int("DRUM_UVICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000)
+            or None,
+            backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000) or 2048,
+            boot_error_status=_Arbiter.WORKER_BOOT_ERROR,
+            **(settings.tls.uvicorn_options() if settings.tls else {}),
+        )
+    drain_setting = "DRUM_UVICORN_GRACEFUL_TIMEOUT" if asgi else "DRUM_GUNICORN_GRACEFUL_TIMEOUT"
     options: dict[str, Any] = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
-        "worker_class": _Worker,
+        "worker_class": worker_class,
         "limit_request_line": limits.MAX_REQUEST_LINE,
         "limit_request_fields": limits.MAX_HEADERS,
         "limit_request_field_size": limits.MAX_HEADER_FIELD,
@@ -369,13 +413,17 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         # the backstop for a hook stuck where no signal reaches it (inside C code).
         "timeout": int(settings.request_timeout) + 15 if settings.request_timeout > 0 else 0,
         "keepalive": params.int("DRUM_GUNICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600),
-        "graceful_timeout": graceful_timeout(params, "DRUM_GUNICORN_GRACEFUL_TIMEOUT"),
+        "graceful_timeout": graceful_timeout(params, drain_setting),
         "backlog": params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000),
-        "max_requests": params.int("DRUM_GUNICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000),
+        # The FastAPI worker takes DRUM_UVICORN_MAX_REQUESTS itself (Gunicorn adds jitter).
+        "max_requests": 0
+        if asgi
+        else params.int("DRUM_GUNICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000),
         "loglevel": "info",
         "accesslog": None,
         "logger_class": _PropagatingLogger,
         "proc_name": "tandem",
+        "pre_fork": pre_fork,
         "post_fork": post_fork,
         "worker_exit": worker_exit,
         "child_exit": child_exit,
@@ -389,7 +437,7 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         def load(self) -> Any:
             return app
 
-    if settings.tls is not None:
+    if settings.tls is not None and not asgi:  # the Uvicorn worker takes TLS in its own config
         tls = settings.tls
         # Gunicorn turns TLS on when a certificate is configured; the context is Tandem's own,
         # so a key password and the cipher string apply as on the other stacks.
@@ -410,9 +458,9 @@ def _serve_gunicorn(settings: ServeSettings) -> int:
         status = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
     if arbiter.cut_off and status == 0:
         start_log.error(
-            "%d worker(s) were still serving when DRUM_GUNICORN_GRACEFUL_TIMEOUT ran out: "
-            "in-flight requests were cut off",
+            "%d worker(s) were still serving when %s ran out: in-flight requests were cut off",
             arbiter.cut_off,
+            drain_setting,
         )
         return 1
     return status
@@ -431,71 +479,3 @@ def uvicorn_loop(params: Params) -> str:
     about 3 % more throughput.
     """
     return params.choice("DRUM_UVICORN_LOOP", UVICORN_LOOPS, "asyncio")
-
-
-def _serve_uvicorn(settings: ServeSettings) -> int:
-    import uvicorn
-
-    from tandem.servers import connections
-    from tandem.servers.fastapi_app import create_app
-    from tandem.servers.supervisor import RECYCLE_STATUS, PreforkSupervisor
-
-    params = Params()
-    loop = uvicorn_loop(params)
-    if settings.workers > 1:
-        # libuv's own switch for one accept per pass, for uvloop (read when a socket listens).
-        os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
-    # Built before fork, like Gunicorn's preload: workers share the model copy-on-write.
-    app = create_app(_load_service(settings, before_fork=True))
-    freeze_heap()
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        server_header=False,
-        access_log=False,
-        loop=connections.loop_setting(loop, settings.workers),
-        http=connections.http_protocol(settings.header_timeout),
-        log_config=None,
-        timeout_keep_alive=params.int("DRUM_UVICORN_KEEP_ALIVE", 5, minimum=1, maximum=3600) or 5,
-        # Worker recycling: a worker exits after this many requests and is replaced.
-        limit_max_requests=params.int("DRUM_UVICORN_MAX_REQUESTS", 0, minimum=0, maximum=10000)
-        or None,
-        backlog=params.int("DRUM_WEBSERVER_BACKLOG", 2048, minimum=1, maximum=10000) or 2048,
-        **(settings.tls.uvicorn_options() if settings.tls else {}),
-    )
-    sock = config.bind_socket()
-
-    service = app.state.service
-
-    def run_worker(listener: Any) -> None:
-        server = uvicorn.Server(config)
-
-        def stop_worker() -> None:
-            # A model thread is stuck: stop taking connections, let answers in flight finish
-            # (each waits at most the request timeout), and exit for a fresh worker.
-            start_log.error(
-                "Worker %d: a model call outran DRUM_CLIENT_REQUEST_TIMEOUT; replacing it",
-                os.getpid(),
-            )
-            server.should_exit = True
-            watchdog = threading.Timer(
-                service.settings.request_timeout + 10, os._exit, (RECYCLE_STATUS,)
-            )
-            watchdog.daemon = True
-            watchdog.start()
-
-        service.on_retire = stop_worker
-        server.run(sockets=[listener])
-        if service.recycling:
-            raise SystemExit(RECYCLE_STATUS)
-
-    start_log.info(startup_line(settings))
-    supervisor = PreforkSupervisor(
-        settings.workers,
-        sock,
-        run_worker,
-        board=connections.ConnectionBoard(settings.workers) if settings.workers > 1 else None,
-        graceful_timeout=graceful_timeout(params, "DRUM_UVICORN_GRACEFUL_TIMEOUT"),
-    )
-    return supervisor.run()

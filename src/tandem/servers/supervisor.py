@@ -1,4 +1,4 @@
-"""Worker supervision shared by the Gunicorn hooks and Tandem's pre-fork Uvicorn supervisor.
+"""Worker supervision: what Gunicorn's hooks do when a worker starts and when it dies.
 
 A worker writes a heartbeat file (pid, RSS) while it lives and removes it on a clean exit. When
 a worker dies the supervisor classifies the exit, logs it with the last RSS, counts it, and
@@ -11,16 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from tandem.observability.metrics import mark_worker_dead
 from tandem.observability.oom import witness
 from tandem.observability.state import Events, Heartbeat, WorkerExit, last_rss, state_dir
-from tandem.servers.connections import ConnectionBoard, take_seat
 
 logger = logging.getLogger("tandem.supervisor")
 
@@ -105,129 +99,3 @@ def report_exit(exit_: WorkerExit, restarting: bool) -> bool:
     else:
         logger.error("Worker %d %s; last RSS %s", exit_.pid, exit_.detail, rss_mb)
     return False
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
-@dataclass
-class PreforkSupervisor:
-    """Fork ``workers`` children that serve one listening socket; replace any that die.
-
-    The app (and so the model) is built before fork, so workers share its memory copy-on-write.
-    """
-
-    workers: int
-    sock: socket.socket
-    run_worker: Callable[[socket.socket], None]
-    graceful_timeout: float = 30.0
-    board: ConnectionBoard | None = None
-    """Shared open-connection counts, one slot per worker, so new connections go to the idlest."""
-
-    def __post_init__(self) -> None:
-        self.children: dict[int, tuple[float, int]] = {}
-        self._stopping = False
-        self._exit_status = 0
-
-    def _spawn(self, slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            status = 0
-            beat = None
-            try:
-                if self.board is not None:
-                    take_seat(self.board, slot)
-                # Uvicorn re-raises SIGTERM after its graceful shutdown: turn it into SystemExit
-                # so this worker still flushes spans and removes its heartbeat (a clean exit).
-                signal.signal(signal.SIGTERM, _exit_cleanly)
-                signal.signal(signal.SIGINT, _exit_cleanly)
-                beat = start_heartbeat()
-                self.run_worker(self.sock)
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else 0
-            except BaseException:  # noqa: BLE001 - the child must never return into the parent
-                logger.exception("worker %d crashed", os.getpid())
-                status = 1
-            finally:
-                if beat is not None and status == 0:
-                    beat.stop(clean=True)
-                from tandem.observability.tracing import shutdown_tracing
-
-                shutdown_tracing()
-                recording = sys.modules.get("tandem.observability.recording")
-                if recording is not None:
-                    recording.flush_all(5.0)
-                mlops = sys.modules.get("tandem.observability.mlops")
-                if mlops is not None:
-                    mlops.flush_all(5.0)
-                logging.shutdown()
-                os._exit(status)
-        self.children[pid] = (time.monotonic(), slot)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        self._stopping = True
-
-    def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; returns the server's exit status."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        for slot in range(self.workers):
-            self._spawn(slot)
-        while not self._stopping:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = 0, 0
-            if pid == 0:
-                time.sleep(0.1)
-                continue
-            child = self.children.pop(pid, None)
-            if child is None:
-                continue
-            started, slot = child
-            if self.board is not None:
-                self.board.vacate(slot)
-            exit_ = classify_exit(pid, status)
-            if report_exit(exit_, restarting=True):
-                self._exit_status = OOM_EXIT_STATUS
-                break
-            if time.monotonic() - started < 1.0:
-                time.sleep(1.0)  # a worker that dies at once must not spin the CPU
-            self._spawn(slot)
-        self._shutdown()
-        return self._exit_status
-
-    def _shutdown(self) -> None:
-        for pid in self.children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + self.graceful_timeout
-        while self.children and time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.05)
-                continue
-            self.children.pop(pid, None)
-            mark_worker_dead(pid)
-        if self.children:
-            logger.error(
-                "%d worker(s) were still serving when DRUM_UVICORN_GRACEFUL_TIMEOUT (%gs) ran "
-                "out: in-flight requests were cut off",
-                len(self.children),
-                self.graceful_timeout,
-            )
-            if self._exit_status == 0:
-                self._exit_status = 1
-        for pid in self.children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.children.clear()
-        sys.stdout.flush()
