@@ -454,7 +454,7 @@ def run_router(
 
     def show(row: dict[str, Any]) -> None:
         prepare.log(
-            f"router, {payload.name}, {row['connections']} conns, keep-alive: "
+            f"{row['engine']} router, {payload.name}, {row['connections']} conns, keep-alive: "
             f"{row['direct_rps']:.0f} req/s direct, {row['routed_rps']:.0f} routed "
             f"({row['routed_over_direct'] or 0:.2f}×), router CPU "
             f"{row['router_cpu_ms_per_request']:.2f} ms/req, {row['errors']} errors"

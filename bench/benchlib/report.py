@@ -280,36 +280,56 @@ def router_section(results: dict[str, Any]) -> list[str]:
         return out
     check = router["routed_answer"]
     answer = (
-        "The routed answer to the 1-row payload was identical to the direct one (status, "
-        "Content-Type and body)."
+        "The routed answer to the 1-row payload was identical to the direct one through every "
+        "engine (status, Content-Type and body)."
         if check["identical"]
-        else f"**⚠️ The routed answer differs from the direct one:** {check['detail']}."
+        else f"**⚠️ A routed answer differs from the direct one:** {check['detail']}."
     )
     payload = router["payload"].replace(" ", "-")
+    targets = router.get("targets") or {}
     out += [
         f"{router['server']} serving the {router['model']} model, right after its own cells: "
-        f"the same {payload} load directly and through a rollout router "
-        "(`python -m tandem.rollout.router`) whose baseline and candidate are both that server "
-        f"(weight {router['weight_bp'] / 100:g} %, mirror rate {router['mirror_rate']:g}). One "
-        f"wrk keep-alive run of {router['duration_s']:g} s each, direct then routed, after a "
-        f"{router['warmup_s']:g} s warm-up through the router (router ready in "
-        f"{router['router_startup_s']:.2f} s). Router CPU is the router process's own per routed "
-        "request (from /proc/<pid>/stat); router RSS/PSS right after the routed run. Errors are "
+        f"the same {payload} load directly and through each traffic engine, whose baseline and "
+        f"candidate are both that server (weight {router['weight_bp'] / 100:g} %, mirror rate "
+        f"{router['mirror_rate']:g}): `builtin` is the rollout router "
+        "(`python -m tandem.rollout.router`), `nginx` is Debian's nginx (one worker) running the "
+        "include file `tandem rollout --traffic nginx` writes. One wrk keep-alive run of "
+        f"{router['duration_s']:g} s each, direct then routed, after a {router['warmup_s']:g} s "
+        "warm-up through the engine. Engine CPU is the engine's own (all its processes) per "
+        "routed request, from /proc/<pid>/stat; RSS/PSS right after the routed run. Errors are "
         f"direct / routed. {answer}",
         "",
-        "| connections | req/s direct | req/s routed | routed ÷ direct | p50 ms direct |"
-        " p50 ms routed | p99 ms direct | p99 ms routed | router CPU ms/req | router RSS MB |"
-        " router PSS MB | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    if targets:
+        out += [
+            "Targets: "
+            + "; ".join(
+                f"{engine} adds at most {t['cpu_ms_max']:g} ms CPU per request and serves at "
+                f"least {t['ratio_min']:g}× direct"
+                for engine, t in targets.items()
+            )
+            + ", judged from 8 connections up (with one connection req/s is 1 / latency, and "
+            "any extra hop lowers it whatever the engine costs).",
+            "",
+        ]
+    for engine, why in (router.get("not_run") or {}).items():
+        out += [f"> **{engine} not run:** {why}", ""]
+    out += [
+        "| engine | connections | req/s direct | req/s routed | routed ÷ direct | p50 ms direct |"
+        " p50 ms routed | p99 ms direct | p99 ms routed | engine CPU ms/req | RSS MB |"
+        " PSS MB | errors | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in router["rows"]:
+        met = r.get("meets_targets")
+        mark = "–" if met is None else ("met" if met else "**missed**")
         out.append(
-            f"| {r['connections']} | {_num(r['direct_rps'], 0)} | {_num(r['routed_rps'], 0)} |"
-            f" {_x(r['routed_over_direct'])} | {_num(r['direct_p50_ms'], 2)} |"
-            f" {_num(r['routed_p50_ms'], 2)} | {_num(r['direct_p99_ms'], 2)} |"
-            f" {_num(r['routed_p99_ms'], 2)} | {_num(r['router_cpu_ms_per_request'], 2)} |"
-            f" {_num(r['router_rss_mb'], 0)} | {_num(r['router_pss_mb'], 0)} |"
-            f" {r['direct_errors']} / {r['errors']} |"
+            f"| {r.get('engine', 'builtin')} | {r['connections']} | {_num(r['direct_rps'], 0)} |"
+            f" {_num(r['routed_rps'], 0)} | {_x(r['routed_over_direct'])} |"
+            f" {_num(r['direct_p50_ms'], 2)} | {_num(r['routed_p50_ms'], 2)} |"
+            f" {_num(r['direct_p99_ms'], 2)} | {_num(r['routed_p99_ms'], 2)} |"
+            f" {_num(r['router_cpu_ms_per_request'], 3)} | {_num(r['router_rss_mb'], 0)} |"
+            f" {_num(r['router_pss_mb'], 0)} | {r['direct_errors']} / {r['errors']} | {mark} |"
         )
     out.append("")
     return out

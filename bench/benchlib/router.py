@@ -1,18 +1,31 @@
 """The rollout-router scenario: the same 1-row load on one Tandem server, directly and routed.
 
-A rollout router (``python -m tandem.rollout.router``) is started in front of a running Tandem
-server with that server as both baseline and candidate (weight 50 %, no mirroring): the split
-itself is exercised but every request reaches the same backend. Each comparison is a wrk run on
-the server, then the same run on the router, with the router's own CPU time read from ``/proc``
-just before and just after the routed run and its RSS/PSS right after it. Used by
-``bench/run.py`` (on the Tandem fastapi ×1 server it has just timed) and by ``bench/router.py``
-(stand-alone, more connection counts).
+Two traffic engines are put in front of a running Tandem server, one after the other, each with
+that server as both baseline and candidate (weight 50 %, no mirroring): the split itself is
+exercised but every request reaches the same backend.
+
+- ``builtin``: the rollout router (``python -m tandem.rollout.router``);
+- ``nginx``: Debian's nginx (one worker) running the include file ``tandem rollout --traffic
+  nginx`` writes (:class:`tandem.rollout.nginx.NginxTraffic`), split and upstream keep-alive
+  exactly as in production.
+
+Each comparison is a wrk run on the server, then the same run through the engine, with the
+engine's own CPU time (all its processes) read from ``/proc`` just before and just after the
+routed run and its RSS/PSS right after it. Used by ``bench/run.py`` (on the Tandem fastapi ×1
+server it has just timed) and by ``bench/router.py`` (stand-alone, more connection counts).
+
+The issue's targets, reported beside the figures: the built-in router adds at most 0.3 ms of
+CPU per request and serves at least 0.6× direct; nginx adds at most 0.1 ms and serves at least
+0.9× direct. They are judged from 8 connections up (:data:`JUDGED_FROM_CONNECTIONS`); one
+connection is reported as a latency figure.
 """
 
 from __future__ import annotations
 
 import http.client
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +48,9 @@ BACKEND = ServerSpec("tandem", "fastapi", 1)
 BACKEND_MODEL = "regression"
 WEIGHT_BP = 5000
 MIRROR_RATE = 0.0
+#: The issue's targets per engine: (most CPU ms added per request, least routed ÷ direct).
+TARGETS = {"builtin": (0.3, 0.6), "nginx": (0.1, 0.9)}
+ENGINES = ("builtin", "nginx")
 
 
 class RunningRouter:
@@ -129,6 +145,87 @@ class RunningRouter:
             self._log.close()
 
 
+class RunningNginx:
+    """Debian's nginx (one worker, no daemon) serving the rollout's include file."""
+
+    def __init__(self, backend_port: int, prefix: Path, tandem_src: Path | None = None) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise ServerFailed("nginx is not installed (apt-get install nginx-light)")
+        if tandem_src is not None and str(tandem_src) not in sys.path:
+            sys.path.insert(0, str(tandem_src))
+        from tandem.rollout.nginx import NginxTraffic
+
+        self.port = free_port()
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        include = prefix / "tandem.conf"
+        backend = f"http://{HOST}:{backend_port}"
+        traffic = NginxTraffic(include, f"{HOST}:{self.port}", backend, backend)
+        include.write_text(traffic.render(WEIGHT_BP))
+        temp = " ".join(
+            f"{name}_temp_path {prefix / name};"
+            for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        main = prefix / "nginx.conf"
+        main.write_text(
+            f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} warn;\n"
+            "daemon off;\nworker_processes 1;\nevents { worker_connections 1024; }\n"
+            f"http {{\n  access_log off;\n  {temp}\n  include {include};\n}}\n"
+        )
+        self._log = open(prefix / "stdout.log", "wb")  # closed in stop()
+        self._t0 = time.monotonic()
+        self.startup_s: float | None = None
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(main), "-p", str(prefix)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The nginx master's pid (its session holds the worker)."""
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        """Wait until the public port answers; return seconds since launch."""
+        deadline = self._t0 + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerFailed(f"nginx exited: {self.log_tail()}")
+            try:
+                request(self.port, "GET", "/ping/", timeout=2.0)
+                self.startup_s = time.monotonic() - self._t0
+                return self.startup_s
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"nginx not ready after {timeout:.0f}s: {self.log_tail()}")
+            time.sleep(0.025)
+
+    def log_tail(self) -> str:
+        """The end of nginx's error log."""
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by nginx's master and worker."""
+        return procfs.cpu_seconds(self.pid)
+
+    def memory(self) -> dict[str, float | int]:
+        """RSS/PSS (MB) of nginx's processes."""
+        return procfs.memory_mb(self.pid)
+
+    def stop(self) -> None:
+        """Stop nginx's session and close its log."""
+        try:
+            stop_session(self.proc)
+        finally:
+            self._log.close()
+
+
 def same_answer(server_port: int, router_port: int, payload: Payload) -> dict[str, Any]:
     """Post the payload directly and through the router; are status, type and body the same?"""
     body = payload.path.read_bytes()
@@ -147,7 +244,7 @@ def _errors(raw: dict[str, Any]) -> int:
 
 def compare(
     server_port: int,
-    router: RunningRouter,
+    router: RunningRouter | RunningNginx,
     payload: Payload,
     connections: int,
     duration: float,
@@ -164,6 +261,7 @@ def compare(
         for r in (direct, routed)
     ]
     return {
+        "engine": "nginx" if isinstance(router, RunningNginx) else "builtin",
         "connections": connections,
         "keepalive": keepalive,
         "direct_requests": int(direct["requests"]),
@@ -186,6 +284,21 @@ def compare(
     }
 
 
+#: Throughput targets are judged where throughput is the limit: with one connection, each
+#: request waits for the one before, so "req/s" is 1 / latency and an extra hop lowers it
+#: whatever the engine costs (and every request pays its own event-loop wake-ups).
+JUDGED_FROM_CONNECTIONS = 8
+
+
+def meets_targets(row: dict[str, Any]) -> bool | None:
+    """Whether a row meets its engine's targets (None: not judged, or a figure is missing)."""
+    cpu_max, ratio_min = TARGETS[row["engine"]]
+    ratio = row["routed_over_direct"]
+    if ratio is None or row["connections"] < JUDGED_FROM_CONNECTIONS:
+        return None
+    return bool(row["router_cpu_ms_per_request"] <= cpu_max and ratio >= ratio_min)
+
+
 def run_scenario(
     python: Path | str,
     server_port: int,
@@ -196,33 +309,59 @@ def run_scenario(
     log_path: Path,
     tandem_src: Path | None = None,
     on_row: Any = None,
+    engines: tuple[str, ...] = ENGINES,
 ) -> dict[str, Any]:
-    """Start a router in front of ``server_port``, warm it up, compare each connection count.
+    """Put each engine in front of ``server_port`` in turn, warm it up, compare each connection
+    count.
 
-    Returns the scenario's figures (``rows`` and the router's start-up time and settings); the
-    router is stopped before returning, whatever happens.
+    Returns the scenario's figures (``rows``, one per engine and connection count, and each
+    engine's start-up time); every engine is stopped before the next starts and before
+    returning, whatever happens. An engine that cannot run (nginx not installed) is reported
+    under ``not_run`` rather than failing the others.
     """
-    router = RunningRouter(python, server_port, log_path, tandem_src)
-    try:
-        startup = router.wait_ready()
-        check = same_answer(server_port, router.port, payload)
-        if warmup > 0:
-            run_wrk(router.port, payload, 8, True, warmup)  # warms the router and the server
-        rows = []
-        for conns in connections:
-            row = compare(server_port, router, payload, conns, duration)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    finally:
-        router.stop()
+    rows = []
+    startup: dict[str, float] = {}
+    checks: dict[str, dict[str, Any]] = {}
+    not_run: dict[str, str] = {}
+    for engine in engines:
+        try:
+            front: RunningRouter | RunningNginx = (
+                RunningRouter(python, server_port, log_path, tandem_src)
+                if engine == "builtin"
+                else RunningNginx(
+                    server_port, log_path.with_name(log_path.stem + "-nginx"), tandem_src
+                )
+            )
+        except ServerFailed as exc:
+            not_run[engine] = str(exc)
+            continue
+        try:
+            startup[engine] = front.wait_ready()
+            checks[engine] = same_answer(server_port, front.port, payload)
+            if warmup > 0:
+                run_wrk(front.port, payload, 8, True, warmup)  # warms the engine and the server
+            for conns in connections:
+                row = compare(server_port, front, payload, conns, duration)
+                row["meets_targets"] = meets_targets(row)
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+        finally:
+            front.stop()
+    identical = all(c["identical"] for c in checks.values())
     return {
         "payload": payload.name,
         "weight_bp": WEIGHT_BP,
         "mirror_rate": MIRROR_RATE,
         "duration_s": duration,
         "warmup_s": warmup,
-        "router_startup_s": startup,
-        "routed_answer": check,
+        "router_startup_s": startup.get("builtin"),
+        "startup_s": startup,
+        "targets": {k: {"cpu_ms_max": v[0], "ratio_min": v[1]} for k, v in TARGETS.items()},
+        "routed_answer": {
+            "identical": identical,
+            "detail": "; ".join(f"{k}: {c['detail']}" for k, c in checks.items()),
+        },
+        "not_run": not_run,
         "rows": rows,
     }
