@@ -1,4 +1,5 @@
-"""Unit tier: reading and rewriting DRUM_SERVER_TYPE in env files (tandem.ops.envfile)."""
+"""Unit tier: reading and rewriting DRUM_SERVER_TYPE (and any runtime parameter) in env files
+(tandem.ops.envfile)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from pathlib import Path
 import pytest
 
 from tandem.ops.envfile import (
+    apply_param,
     apply_server_type,
     decode,
     effective_assignment,
     encode,
     find_assignments,
+    read_param,
     read_server_type,
+    rewrite_param,
     rewrite_server_type,
     unified_diff,
 )
@@ -182,3 +186,53 @@ def test_apply_follows_a_symbolic_link(tmp_path: Path) -> None:
     assert link.is_symlink()
     assert real.read_text() == "DRUM_SERVER_TYPE=flask\n"
     assert applied.backup.parent == tmp_path and applied.backup.name.startswith("real.env.bak-")
+
+
+# -- any runtime parameter (tandem fleet writes DRUM_FASTAPI_CANARY_PERCENT) -------------------
+
+CANARY = "DRUM_FASTAPI_CANARY_PERCENT"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("MLOPS_RUNTIME_PARAM_DRUM_FASTAPI_CANARY_PERCENT=5\n", "…=25"),
+        ("export DRUM_FASTAPI_CANARY_PERCENT='5'  # canary\n", "export …='25'  # canary"),
+        (
+            'MLOPS_RUNTIME_PARAM_DRUM_FASTAPI_CANARY_PERCENT={"type":"numeric","payload":5}\n',
+            '…={"type":"numeric","payload":25}',
+        ),
+        (
+            'MLOPS_RUNTIME_PARAM_DRUM_FASTAPI_CANARY_PERCENT={"type": "string", "payload": "5"}\n',
+            '…={"type": "string", "payload": "25"}',
+        ),
+    ],
+)
+def test_any_parameter_is_rewritten_in_its_own_form(text: str, expected: str) -> None:
+    key = "DRUM_FASTAPI_CANARY_PERCENT" if "export" in text else f"MLOPS_RUNTIME_PARAM_{CANARY}"
+    change = rewrite_param("MLOPS_DEPLOYMENT_ID=a\n" + text + "X=1\n", CANARY, "25")
+    assert change.new_text == "MLOPS_DEPLOYMENT_ID=a\n" + expected.replace("…", key) + "\nX=1\n"
+    assert read_param(change.new_text, CANARY) == "25"
+
+
+def test_a_missing_parameter_is_appended_and_other_parameters_are_not_touched() -> None:
+    text = "DRUM_SERVER_TYPE=flask\nMLOPS_DEPLOYMENT_ID=a"
+    change = rewrite_param(text, CANARY, "10")
+    assert change.appended
+    assert change.new_text == text + f"\nMLOPS_RUNTIME_PARAM_{CANARY}=10\n"
+    assert read_server_type(change.new_text) == "flask"
+    assert read_param(text, CANARY) is None
+    assert read_param(text, "MLOPS_DEPLOYMENT_ID") == "a"  # a plain variable reads as well
+    assert read_param("MLOPS_RUNTIME_PARAM_X=1\nX=2\n", "X") == "1"  # the prefixed one wins
+
+
+def test_apply_param_without_backup_leaves_an_unchanged_file_alone(tmp_path: Path) -> None:
+    path = tmp_path / "drum.env"
+    path.write_text(f"{CANARY}=5\n")
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    applied = apply_param(path, CANARY, "5", backup=False)
+    assert applied.backup is None and not applied.change.changed
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+    applied = apply_param(path, CANARY, "50", backup=False)
+    assert applied.backup is None and path.read_text() == f"{CANARY}=50\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["drum.env"]

@@ -1,4 +1,4 @@
-"""Reading and rewriting ``DRUM_SERVER_TYPE`` in an env file, byte-for-byte everywhere else.
+"""Reading and rewriting a runtime parameter in an env file, byte-for-byte everywhere else.
 
 An env file here is what ``set -a; . FILE``, ``env $(cat FILE)``, systemd's ``EnvironmentFile=``
 or ``docker run --env-file`` read: ``KEY=value`` lines, optional ``export``, comments and blank
@@ -14,12 +14,18 @@ byte-for-byte. When neither variable is assigned it appends
 atomically (temporary file in the same directory, then ``os.replace``) after saving a
 timestamped backup of the original.
 
+The same functions take any runtime parameter by name (``DRUM_FASTAPI_CANARY_PERCENT`` for
+``tandem fleet``): :func:`rewrite_param`, :func:`read_param` and :func:`apply_param` handle
+``MLOPS_RUNTIME_PARAM_<NAME>`` and a bare ``<NAME>`` alike, a JSON form's string or numeric
+``payload`` included.
+
 Text is handled as UTF-8 with ``surrogateescape`` so that any byte sequence round-trips exactly.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import tempfile
@@ -34,14 +40,30 @@ KEYS = (PREFIXED_KEY, BARE_KEY)
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 
-_ASSIGNMENT = re.compile(
-    r"^(?P<lead>[ \t]*(?:export[ \t]+)?)"
-    rf"(?P<key>{PREFIXED_KEY}|{BARE_KEY})"
-    r"(?P<sep>[ \t]*=[ \t]*)(?P<value>.*)$"
-)
+PARAM_PREFIX = "MLOPS_RUNTIME_PARAM_"
+
+
+def param_keys(name: str) -> tuple[str, str]:
+    """The two variables that set runtime parameter ``name``: prefixed (wins) and bare."""
+    return PARAM_PREFIX + name, name
+
+
+@functools.cache
+def _assignment(name: str) -> re.Pattern[str]:
+    prefixed, bare = (re.escape(key) for key in param_keys(name))
+    return re.compile(
+        r"^(?P<lead>[ \t]*(?:export[ \t]+)?)"
+        rf"(?P<key>{prefixed}|{bare})"
+        r"(?P<sep>[ \t]*=[ \t]*)(?P<value>.*)$"
+    )
+
+
+_ASSIGNMENT = _assignment(BARE_KEY)
 _EXPORT = re.compile(r"^[ \t]*export[ \t]+[A-Za-z_][A-Za-z0-9_]*=")
 #: DRUM's JSON form, also with shell-escaped quotes (``\"payload\":\"flask\"``).
 _PAYLOAD = re.compile(r'(\\?"payload\\?"[ \t]*:[ \t]*\\?")([^"\\]*)(\\?")')
+#: A ``numeric`` runtime parameter's JSON form: ``{"type": "numeric", "payload": 25}``.
+_NUMBER_PAYLOAD = re.compile(r'(\\?"payload\\?"[ \t]*:[ \t]*)(-?[0-9][0-9.eE+-]*)')
 _COMMENT = re.compile(r"[ \t]+#")
 
 
@@ -119,16 +141,17 @@ def _split_value(raw: str) -> tuple[str, str, str]:
 
 
 def _parse_value(inner: str) -> str:
-    match = _PAYLOAD.search(inner)
+    match = _PAYLOAD.search(inner) or _NUMBER_PAYLOAD.search(inner)
     return match.group(2).strip() if match else inner.strip()
 
 
-def find_assignments(text: str) -> list[Assignment]:
-    """Every assignment of either variable, in file order."""
+def find_assignments(text: str, name: str = BARE_KEY) -> list[Assignment]:
+    """Every assignment of either variable of parameter ``name``, in file order."""
+    pattern = _assignment(name)
     found = []
     for number, line in enumerate(split_lines(text), start=1):
         body, _ = _body(line)
-        match = _ASSIGNMENT.match(body)
+        match = pattern.match(body)
         if match is None:
             continue
         _, inner, _ = _split_value(match.group("value"))
@@ -136,10 +159,10 @@ def find_assignments(text: str) -> list[Assignment]:
     return found
 
 
-def effective_assignment(text: str) -> Assignment | None:
+def effective_assignment(text: str, name: str = BARE_KEY) -> Assignment | None:
     """The assignment Tandem acts on: the last prefixed one, else the last bare one."""
-    assignments = find_assignments(text)
-    for key in KEYS:
+    assignments = find_assignments(text, name)
+    for key in param_keys(name):
         matching = [a for a in assignments if a.key == key]
         if matching:
             return matching[-1]
@@ -152,45 +175,59 @@ def read_server_type(text: str) -> str | None:
     return found.value.lower() if found is not None and found.value else None
 
 
-def _rewrite_line(body: str, stack: str) -> str:
-    match = _ASSIGNMENT.match(body)
+def read_param(text: str, name: str) -> str | None:
+    """The value the file gives runtime parameter ``name`` (a JSON form's payload), or None."""
+    found = effective_assignment(text, name)
+    return found.value if found is not None and found.value else None
+
+
+def _rewrite_line(body: str, value: str, pattern: re.Pattern[str]) -> str:
+    match = pattern.match(body)
     assert match is not None
     quote, inner, rest = _split_value(match.group("value"))
-    payload = _PAYLOAD.search(inner)
+    payload = _PAYLOAD.search(inner) or _NUMBER_PAYLOAD.search(inner)
     if payload is not None:
-        new_inner = inner[: payload.start(2)] + stack + inner[payload.end(2) :]
+        new_inner = inner[: payload.start(2)] + value + inner[payload.end(2) :]
     else:
         stripped = inner.strip()
         start = inner.index(stripped) if stripped else 0
-        new_inner = inner[:start] + stack + inner[start + len(stripped) :]
-    value = f"{quote}{new_inner}{quote}" if quote else new_inner
-    return match.group("lead") + match.group("key") + match.group("sep") + value + rest
+        new_inner = inner[:start] + value + inner[start + len(stripped) :]
+    text = f"{quote}{new_inner}{quote}" if quote else new_inner
+    return match.group("lead") + match.group("key") + match.group("sep") + text + rest
 
 
-def rewrite_server_type(text: str, stack: str) -> EnvChange:
-    """``text`` with every ``DRUM_SERVER_TYPE`` assignment set to ``stack`` (appended if absent)."""
+def rewrite_param(text: str, name: str, value: str) -> EnvChange:
+    """``text`` with every assignment of parameter ``name`` set to ``value``; when there is none,
+    ``MLOPS_RUNTIME_PARAM_<name>=<value>`` is appended. A JSON form keeps its form (a numeric
+    ``payload`` takes ``value`` unquoted, so ``value`` must then be a number)."""
+    pattern = _assignment(name)
     lines = split_lines(text)
     changed: list[int] = []
     out: list[str] = []
     for number, line in enumerate(lines, start=1):
         body, ending = _body(line)
-        if _ASSIGNMENT.match(body) is None:
+        if pattern.match(body) is None:
             out.append(line)
             continue
-        new_body = _rewrite_line(body, stack)
+        new_body = _rewrite_line(body, value, pattern)
         if new_body != body:
             changed.append(number)
         out.append(new_body + ending)
     appended = False
-    if not find_assignments(text):
+    if not find_assignments(text, name):
         newline = "\r\n" if "\r\n" in text else "\n"
         if out and not out[-1].endswith("\n"):
             out[-1] += newline
         export = any(_EXPORT.match(_body(line)[0]) for line in lines)
-        out.append(f"{'export ' if export else ''}{PREFIXED_KEY}={stack}{newline}")
+        out.append(f"{'export ' if export else ''}{param_keys(name)[0]}={value}{newline}")
         changed.append(len(out))
         appended = True
     return EnvChange(text, "".join(out), tuple(changed), appended)
+
+
+def rewrite_server_type(text: str, stack: str) -> EnvChange:
+    """``text`` with every ``DRUM_SERVER_TYPE`` assignment set to ``stack`` (appended if absent)."""
+    return rewrite_param(text, BARE_KEY, stack)
 
 
 def unified_diff(old_text: str, new_text: str, path: str) -> str:
@@ -244,11 +281,12 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
 
 @dataclass(frozen=True)
 class AppliedChange:
-    """What :func:`apply_server_type` did."""
+    """What :func:`apply_server_type` (or :func:`apply_param`) did."""
 
     path: Path
     """The file written (symbolic links resolved)."""
-    backup: Path
+    backup: Path | None
+    """The original's copy (None when :func:`apply_param` was asked for none)."""
     change: EnvChange
 
 
@@ -259,17 +297,30 @@ def apply_server_type(path: Path, stack: str, now: float | None = None) -> Appli
     original bytes and permissions; the new file keeps the original permissions and, where the
     process may, its owner.
     """
+    return apply_param(path, BARE_KEY, stack, now)
+
+
+def apply_param(
+    path: Path, name: str, value: str, now: float | None = None, backup: bool = True
+) -> AppliedChange:
+    """Set runtime parameter ``name`` to ``value`` in ``path`` atomically, as
+    :func:`apply_server_type` does; with ``backup=False`` no copy of the original is kept, and a
+    file that already says so is left alone (not even rewritten)."""
     real = Path(os.path.realpath(path))
     original = real.read_bytes()
     stat = real.stat()
-    change = rewrite_server_type(decode(original), stack)
-    backup = backup_path(real, now)
-    with backup.open("xb") as handle:
-        handle.write(original)
-    os.chmod(backup, stat.st_mode & 0o7777)
+    change = rewrite_param(decode(original), name, value)
+    if not backup and not change.changed:
+        return AppliedChange(real, None, change)
+    copy = None
+    if backup:
+        copy = backup_path(real, now)
+        with copy.open("xb") as handle:
+            handle.write(original)
+        os.chmod(copy, stat.st_mode & 0o7777)
     write_atomic(real, encode(change.new_text), stat.st_mode & 0o7777)
     try:
         os.chown(real, stat.st_uid, stat.st_gid)
     except (PermissionError, AttributeError):
         pass
-    return AppliedChange(real, backup, change)
+    return AppliedChange(real, copy, change)
