@@ -652,3 +652,19 @@ def test_spec_rejects_bad_values(doc) -> None:
 
     with pytest.raises(ConfigError):
         RolloutSpec.from_dict(doc)
+
+
+def test_a_failed_verification_holds_the_step_whatever_the_traffic_shows() -> None:
+    status = canary(10.0, 2)
+    failed = ("fleet-3: predict_single failed on fastapi; put back on flask",)
+    decision = decide(SPEC, status, obs(step_failures=failed))
+    assert (decision.action, decision.rule, decision.status.weight) == (
+        "hold",
+        "step.verification",
+        10.0,
+    )
+    assert "fleet-3" in decision.reason and decision.numbers["failed_verification"] == list(failed)
+    # Immediate triggers still act, and without failures the same step passes.
+    errors = SideWindow(1000, 100, 0.010)
+    assert decide(SPEC, status, obs(step_failures=failed, candidate=errors)).action == "rollback"
+    assert decide(SPEC, status, obs()).action == "step_up"

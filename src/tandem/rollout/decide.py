@@ -18,7 +18,9 @@ No clock, no I/O: the controller passes ``now`` in the observations. Rules, firs
 5. shadow → first step, and step → next step (or promotion at 100 %), when the step's hold time
    has passed and its criteria hold on enough evidence; otherwise hold, saying what is missing.
    Shadow fails (a rollback, rule ``shadow.failure``) on any mirrored request the candidate
-   failed where the baseline answered: the plan asks for 100 % match.
+   failed where the baseline answered: the plan asks for 100 % match. A step also holds (rule
+   ``step.verification``) while any of its targets failed verification on the candidate
+   (``tandem fleet``: a deployment moved to FastAPI that did not pass, and was put back).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Observations:
     candidate_span_export_failures: int | None = None
     """Failed span exports of the candidate over the window
     (``drum_otel_export_failures_total``)."""
+    step_failures: tuple[str, ...] = ()
+    """Targets that failed verification on the candidate since the current step began (one line
+    each); every one counts against the step, which cannot pass while there is any."""
 
 
 @dataclass(frozen=True)
@@ -556,6 +561,16 @@ def _step(spec: RolloutSpec, status: RolloutStatus, obs: Observations) -> Decisi
     weight = status.weight
     crit = spec.criteria_for(weight)
     numbers: dict[str, Any] = {"held_s": round(held, 3), "weight": weight}
+    if obs.step_failures:
+        numbers["failed_verification"] = list(obs.step_failures)
+        return Decision(
+            status,
+            "hold",
+            "step.verification",
+            f"holding at {weight:g}%: {len(obs.step_failures)} failed verification on the "
+            f"candidate: {'; '.join(obs.step_failures)}",
+            numbers,
+        )
     if held < spec.step_hold:
         return Decision(
             status,
