@@ -168,3 +168,130 @@ def scalar(result: Mapping[str, Any]) -> float | None:
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+# -- Exports (``tandem export``): alert rules, Argo Rollouts and Flagger analyses, dashboards.
+# Built from the queries above, so an exported rule judges by the controller's own text.
+
+
+def number(value: float) -> str:
+    """A float as PromQL reads it back to the same double (``repr``: shortest round trip)."""
+    return repr(float(value))
+
+
+def error_rate_lower_bound(sel: str, window: str, z: float) -> str:
+    """The one-sided Wilson score lower bound of the side's 5xx rate in the window, as
+    :func:`tandem.rollout.analysis.wilson_bounds` computes it (``z``: the normal quantile of the
+    spec's confidence). The error-rate rules fire on this bound, not on the point estimate."""
+    n, e = f"({requests(sel, window)})", f"({errors(sel, window)})"
+    p = f"({e} / {n})"
+    zz = number(z * z)
+    return (
+        f"(({p} + {zz} / (2 * {n})) - {number(z)} * sqrt({p} * (1 - {p}) / {n} "
+        f"+ {zz} / (4 * {n} * {n}))) / (1 + {zz} / {n})"
+    )
+
+
+def p99_ratio(candidate_sel: str, baseline_sel: str, window: str) -> str:
+    """Candidate P99 over baseline P99 in the window (no value while the baseline's is 0)."""
+    return f"({p99_seconds(candidate_sel, window)}) / ({p99_seconds(baseline_sel, window)} > 0)"
+
+
+def memory_ratio(candidate_sel: str, baseline_sel: str) -> str:
+    """Candidate RSS per worker over the baseline's (no value while the baseline's is 0)."""
+    return f"({rss_per_worker(candidate_sel)}) / ({rss_per_worker(baseline_sel)} > 0)"
+
+
+def rss_growth_per_hour(sel: str, span_s: float, step_s: float, offset_s: float = 0.0) -> str:
+    """The side's RSS per worker growth over ``span_s`` seconds (ending ``offset_s`` ago), as a
+    fraction of its starting value per hour: the least-squares slope over the fitted value at the
+    span's start, as :func:`tandem.rollout.analysis.growth_per_hour` computes it, on samples
+    ``step_s`` apart (the controller's evaluation interval)."""
+    span, off = max(1, math.ceil(span_s)), max(0, math.ceil(offset_s))
+    shift = f" offset {off}s" if off else ""
+    samples = f"({rss_per_worker(sel)})[{span}s:{duration(step_s)}]{shift}"
+    # predict_linear extrapolates from the evaluation time, not from the shifted one.
+    return f"3600 * deriv({samples}) / predict_linear({samples}, -{span + off})"
+
+
+def present_since(sel: str, ago_s: float) -> str:
+    """Non-empty when the side had a worker ``ago_s`` seconds ago (its history is that long)."""
+    return f"sum(drum_workers{{{sel}}} offset {duration(ago_s)})"
+
+
+def leak_growth_per_hour(sel: str, span_s: float, step_s: float, history_s: float) -> str:
+    """The leak rule's value: the smallest of the RSS growth over the last ``span_s`` and over
+    each half of it (a one-off step, a cache filling, grows one half only), as
+    :func:`tandem.rollout.decide.decide` takes it; no value until the side has ``history_s``
+    seconds of history (warm-up plus span)."""
+    half = span_s / 2
+    parts = {
+        "span": rss_growth_per_hour(sel, span_s, step_s),
+        "first_half": rss_growth_per_hour(sel, half, step_s, half),
+        "second_half": rss_growth_per_hour(sel, half, step_s),
+    }
+    labelled = " or ".join(
+        f'label_replace({expr}, "part", "{name}", "", "")' for name, expr in parts.items()
+    )
+    return f"min({labelled}) and {present_since(sel, history_s)}"
+
+
+def mirror_differences(router_sel: str, window: str) -> str:
+    """Mirrored responses that differed from the baseline's in the window (rollout router)."""
+    return f"sum(increase(tandem_router_mirror_differences_total{{{router_sel}}}[{window}]))"
+
+
+def request_rate_by_server_type(sel: str, window: str) -> str:
+    """Scoring requests per second, by ``server_type``."""
+    return f"sum by (server_type) (rate(drum_requests_total{{{selector(sel, SERVED)}}}[{window}]))"
+
+
+def p99_by_server_type(sel: str, window: str) -> str:
+    """P99 response time in seconds, by ``server_type``."""
+    return (
+        "histogram_quantile(0.99, sum by (server_type, le) "
+        f"(rate(drum_request_duration_seconds_bucket{{{selector(sel, SERVED)}}}[{window}])))"
+    )
+
+
+def error_ratio_by_server_type(sel: str, window: str) -> str:
+    """5xx share of scoring requests, by ``server_type``."""
+    served = selector(sel, SERVED)
+    return (
+        f'sum by (server_type) (rate(drum_requests_total{{{served}, status=~"5.."}}[{window}])) '
+        f"/ sum by (server_type) (rate(drum_requests_total{{{served}}}[{window}]))"
+    )
+
+
+def rss_per_worker_by_server_type(sel: str) -> str:
+    """Average resident memory per worker process, by ``server_type``."""
+    rss = selector(sel, 'type="rss"')
+    return (
+        f"sum by (server_type) (drum_memory_bytes{{{rss}}}) "
+        f"/ sum by (server_type) (drum_workers{{{sel}}})"
+    )
+
+
+def router_weight_percent(router_sel: str) -> str:
+    """The candidate weight the rollout router was told, in percent."""
+    return f"max(tandem_router_weight_basis_points{{{router_sel}}}) / 100"
+
+
+def router_effective_weight_percent(router_sel: str) -> str:
+    """The candidate weight in force at the router (0 while the candidate is down), percent."""
+    return f"max(tandem_router_effective_weight_basis_points{{{router_sel}}}) / 100"
+
+
+def argo_rollout_phase(namespace: str, name: str) -> str:
+    """Argo Rollouts' phase of a Rollout (one series, value 1, its ``phase`` label)."""
+    return f'max by (phase) (rollout_info{{namespace="{namespace}", name="{name}"}})'
+
+
+def flagger_canary_status(namespace: str, name: str) -> str:
+    """Flagger's last analysis result of a Canary: 0 running, 1 succeeded, 2 failed."""
+    return f'max(flagger_canary_status{{namespace="{namespace}", name="{name}"}})'
+
+
+def flagger_canary_weight(namespace: str, name: str) -> str:
+    """The weight Flagger routes to a Canary's new pods, in percent."""
+    return f'max(flagger_canary_weight{{namespace="{namespace}", workload="{name}"}})'
