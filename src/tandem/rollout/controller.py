@@ -814,12 +814,7 @@ class Controller:
 
     def _security_alerts(self, status: RolloutStatus) -> list[str]:
         """Alerts received since the rollout started whose labels match the security matcher."""
-        matchers = parse_matchers(self.spec.triggers.security_alert_matcher)
-        return [
-            e.text
-            for e in self.store.events("alert", since=status.started_at)
-            if matches(e.labels, matchers)
-        ]
+        return security_alerts(self.store, self.spec, status.started_at)
 
     def _extension_failures(self, now: float) -> int:
         """Extension failures in the window: reports, plus those the candidate's log shows."""
@@ -898,30 +893,14 @@ class Controller:
 
     def record(self, before: RolloutStatus, decision: Decision, obs: Observations) -> None:
         """Save status (+ the decision when it is news) before anything is applied."""
-        news = decision.action != "hold" or decision.rule != self.last_rule
-        self.store.save(
-            decision.status,
-            action=decision.action if news else None,
-            rule=decision.rule,
-            from_weight=before.weight,
-            reason=decision.reason,
-            numbers=decision.numbers,
-            at=obs.now,
+        self.last_rule = record_decision(
+            self.store,
+            before,
+            decision,
+            obs,
+            self.last_rule,
+            {"mirror_rate": self.mirror_rate_for(decision.status)},
         )
-        if news:
-            self.last_rule = decision.rule
-            log = logger.warning if decision.action == "rollback" else logger.info
-            log(
-                "%s [%s] %g%% -> %g%%: %s",
-                decision.action,
-                decision.rule,
-                before.weight,
-                decision.status.weight,
-                decision.reason,
-            )
-        doc = observation_doc(obs, decision)
-        doc["mirror_rate"] = self.mirror_rate_for(decision.status)
-        self.store.add_observation(obs.now, decision.status.weight, doc)
 
     def mirror_rate_for(self, status: RolloutStatus) -> float:
         """How much baseline traffic is mirrored in a phase."""
@@ -962,31 +941,8 @@ class Controller:
     def after(self, before: RolloutStatus, decision: Decision) -> None:
         """Notifications and post-rollback verification."""
         new = decision.status
-        if new.phase == before.phase and decision.action not in ("step_up", "reduce"):
+        if not announce(self.notify, self.pager, before, decision):
             return
-        details = {
-            "phase": new.phase.value,
-            "weight": new.weight,
-            "rule": decision.rule,
-            "reason": decision.reason,
-        }
-        if decision.action == "rollback":
-            self.notify(
-                f":rotating_light: Tandem rollout rolled back ({decision.rule}): {decision.reason}",
-                details,
-            )
-            if self.pager is not None:
-                self.pager.trigger(
-                    dedup_key(new.started_at),
-                    f"Tandem rollout rolled back ({decision.rule}): {decision.reason}",
-                    details,
-                )
-        else:
-            self.notify(
-                f"Tandem rollout: {decision.action} -> {new.phase.value} at "
-                f"{new.weight:g}%: {decision.reason}",
-                details,
-            )
         if new.phase in (Phase.ROLLED_BACK, Phase.ABORTED) and self.verify is not None:
             self.run_verification(new)
 
@@ -1015,6 +971,86 @@ class Controller:
             )
         elif self.pager is not None and status.phase == Phase.ROLLED_BACK:
             self.pager.resolve(dedup_key(status.started_at))  # recovered: baseline verified
+
+
+def security_alerts(store: RolloutStore, spec: RolloutSpec, since: float) -> list[str]:
+    """Alerts recorded since ``since`` whose labels match the spec's security matcher."""
+    matchers = parse_matchers(spec.triggers.security_alert_matcher)
+    return [e.text for e in store.events("alert", since=since) if matches(e.labels, matchers)]
+
+
+def record_decision(
+    store: RolloutStore,
+    before: RolloutStatus,
+    decision: Decision,
+    obs: Observations,
+    last_rule: str | None,
+    extras: Mapping[str, Any] | None = None,
+    what: str = "",
+) -> str | None:
+    """Save the decision's status, and the decision itself when it is news (not a hold by the
+    same rule as the last recorded one), then the evaluation's observation row (with
+    ``extras``); returns the rule last recorded. Done before anything is applied."""
+    news = decision.action != "hold" or decision.rule != last_rule
+    store.save(
+        decision.status,
+        action=decision.action if news else None,
+        rule=decision.rule,
+        from_weight=before.weight,
+        reason=decision.reason,
+        numbers=decision.numbers,
+        at=obs.now,
+    )
+    if news:
+        last_rule = decision.rule
+        log = logger.warning if decision.action == "rollback" else logger.info
+        log(
+            "%s%s [%s] %g%% -> %g%%: %s",
+            what,
+            decision.action,
+            decision.rule,
+            before.weight,
+            decision.status.weight,
+            decision.reason,
+        )
+    doc = observation_doc(obs, decision)
+    doc.update(extras or {})
+    store.add_observation(obs.now, decision.status.weight, doc)
+    return last_rule
+
+
+def announce(
+    notify: Notifier,
+    pager: PagerDuty | None,
+    before: RolloutStatus,
+    decision: Decision,
+    name: str = "Tandem rollout",
+) -> bool:
+    """Notify a phase change, a step or a reduction (and page on a rollback); False when the
+    decision is none of those."""
+    new = decision.status
+    if new.phase == before.phase and decision.action not in ("step_up", "reduce"):
+        return False
+    details = {
+        "phase": new.phase.value,
+        "weight": new.weight,
+        "rule": decision.rule,
+        "reason": decision.reason,
+    }
+    if decision.action == "rollback":
+        notify(f":rotating_light: {name} rolled back ({decision.rule}): {decision.reason}", details)
+        if pager is not None:
+            pager.trigger(
+                dedup_key(new.started_at),
+                f"{name} rolled back ({decision.rule}): {decision.reason}",
+                details,
+            )
+    else:
+        notify(
+            f"{name}: {decision.action} -> {new.phase.value} at {new.weight:g}%: {decision.reason}",
+            details,
+        )
+    return True
 
 
 def observation_doc(obs: Observations, decision: Decision) -> dict[str, Any]:

@@ -302,8 +302,10 @@ class StateLock:
     into the file so a refused start can name it.
     """
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, command: str = "tandem rollout") -> None:
         self.state = state
+        self.command = command
+        """The command whose companions talk to the holder (named when a start is refused)."""
         self.path = state.with_name(state.name + ".lock")
         self._fd: int | None = None
 
@@ -319,7 +321,7 @@ class StateLock:
             if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
                 raise StateLocked(
                     f"another controller (PID {holder}) is running the rollout in "
-                    f"{self.state}; stop it first, or use `tandem rollout "
+                    f"{self.state}; stop it first, or use `{self.command} "
                     "status|pause|resume|abort|promote` to talk to it"
                 ) from None
             raise
