@@ -347,44 +347,9 @@ def _serve_gunicorn(settings: ServeSettings, asgi: bool = False) -> int:
                 self.cut_off = len(self.WORKERS)
             super().kill_workers(sig)
 
-    from gunicorn.http import errors as http_errors
-    from gunicorn.workers.sync import SyncWorker
+    from tandem.servers.sync_worker import worker_class as sync_worker_class
 
-    class _Worker(SyncWorker):  # type: ignore[misc]
-        """Gunicorn's sync worker, answering refused requests with the shared JSON bodies, and
-        dropping a client that stalls while sending for longer than the header timeout."""
-
-        def handle(self, listener: Any, client: Any, addr: Any) -> None:
-            client.settimeout(settings.header_timeout)
-            super().handle(listener, client, addr)
-
-        def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
-            if isinstance(exc, http_errors.LimitRequestLine):
-                kind: int | str = 414
-            elif isinstance(exc, http_errors.LimitRequestHeaders):
-                kind = 431
-            elif isinstance(
-                exc,
-                (
-                    http_errors.InvalidChunkSize,
-                    http_errors.ChunkMissingTerminator,
-                    http_errors.InvalidChunkExtension,
-                ),
-            ):
-                kind = limits.BAD_CHUNKS
-            elif isinstance(exc, (http_errors.ParseException, http_errors.NoMoreData)):
-                kind = 400
-            else:
-                self.log.exception("Error handling request")
-                kind = 500
-            if kind != 500:
-                self.log.warning("Invalid request from %s: %s", (addr or ("",))[0], exc)
-            try:
-                client.sendall(limits.raw_answer(kind))
-            except OSError:
-                pass
-
-    worker_class: type = _Worker
+    worker_class: type = sync_worker_class(settings.header_timeout)
     if asgi:
         from tandem.servers.uvicorn_worker import worker_class as uvicorn_worker_class
 
