@@ -68,6 +68,7 @@ PLUGINS: dict[str, str] = {
     "replay": "tandem.replay.cli",
     "verify": "tandem.ops.verify_cli",
     "rollback": "tandem.ops.rollback_cli",
+    "export": "tandem.export.cli",
 }
 
 
