@@ -65,6 +65,7 @@ OPS_PACKAGES = frozenset({"httpx", "rich", "deepdiff"})
 
 PLUGINS: dict[str, str] = {
     "rollout": "tandem.rollout.cli",
+    "fleet": "tandem.fleet.cli",
     "replay": "tandem.replay.cli",
     "verify": "tandem.ops.verify_cli",
     "rollback": "tandem.ops.rollback_cli",
