@@ -7,18 +7,23 @@ server (pid file), source the env file and start ``tandem server`` in the backgr
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.kube_api import RecordedApiServer, load, write_kubeconfig
 from tests.support import EXAMPLES, free_port, running
 
 pytestmark = pytest.mark.e2e
@@ -65,15 +70,43 @@ KUBERNETES_DRY_RUN = (
     "Target:  Kubernetes deployment/churn-model in namespace models (ConfigMap drum-config, key "
     "DRUM_SERVER_TYPE)\n"
     "Current: fastapi ({url}/info/ reports drumServer=fastapi, processServer=uvicorn)\n"
-    "Will run:\n"
-    "  kubectl --namespace models patch configmap drum-config --type merge --patch "
-    '\'{{"data":{{"DRUM_SERVER_TYPE":"flask"}}}}\'\n'
-    "  kubectl --namespace models rollout restart deployment/churn-model\n"
-    "  kubectl --namespace models rollout status deployment/churn-model --timeout=300s\n"
+    "Will send to the Kubernetes API (context recorded), as "
+    "application/strategic-merge-patch+json:\n"
+    "  PATCH /api/v1/namespaces/models/configmaps/drum-config?fieldManager=tandem\n"
+    '    {{"data": {{"DRUM_SERVER_TYPE": "flask"}}}}\n'
+    "  PATCH /apis/apps/v1/namespaces/models/deployments/churn-model?fieldManager=tandem\n"
+    '    {{"spec": {{"template": {{"metadata": {{"annotations": '
+    '{{"kubectl.kubernetes.io/restartedAt": "<now>"}}}}}}}}}}\n'
+    "  and wait until deployment/churn-model has rolled out (as kubectl rollout status does; "
+    "up to 300 s).\n"
+    "  The restart's restartedAt is stamped when it is sent.\n"
     "Then: wait for {url}/readyz and /ping (up to 300 s), and verify:\n"
     "  tandem verify {url} --expect-server flask\n"
     "Dry run: nothing was changed.\n"
 )
+
+#: The Kubernetes target of the recorded exchanges (tests/fixtures/kube_exchanges).
+KUBE_TARGET = (
+    "--kubernetes",
+    "--namespace",
+    "models",
+    "--configmap",
+    "drum-config",
+    "--deployment",
+    "churn-model",
+)
+
+
+def stamped(text: str) -> str:
+    """``text`` with each restart timestamp (RFC 3339, UTC, within a minute) as ``<now>``."""
+
+    def check(match: re.Match[str]) -> str:
+        sent = datetime.strptime(match.group(2), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert abs((datetime.now(UTC) - sent).total_seconds()) < 60, match.group(0)
+        return f"{match.group(1)}<now>"
+
+    pattern = r'("kubectl\.kubernetes\.io/restartedAt": ")(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)'
+    return re.sub(pattern, check, text)
 
 
 def tandem(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -302,50 +335,50 @@ def test_failed_restart_is_reported(tmp_path: Path) -> None:
     assert str(backup) in proc.stdout
 
 
-def test_kubernetes_dry_run_prints_the_exact_commands(tmp_path: Path) -> None:
+def test_kubernetes_dry_run_prints_the_exact_patches_and_sends_nothing(tmp_path: Path) -> None:
     code_dir = tmp_path / "regression"
     shutil.copytree(EXAMPLES / "regression", code_dir)
-    with running(code_dir, "fastapi", args=["--target-type", "regression"]) as server:
-        proc = tandem(
-            "rollback",
-            "--to",
-            "flask",
-            "--kubernetes",
-            "--namespace",
-            "models",
-            "--configmap",
-            "drum-config",
-            "--deployment",
-            "churn-model",
-            "--url",
-            server.url,
-            "--dry-run",
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert proc.stdout == KUBERNETES_DRY_RUN.format(url=server.url)
-
-    with running(code_dir, "flask", args=["--target-type", "regression"]) as server:
-        for extra in (["--dry-run"], ["--yes"]):
+    with RecordedApiServer(load("dry_run")) as api:
+        config = str(write_kubeconfig(tmp_path / "kubeconfig", api.url))
+        with running(code_dir, "fastapi", args=["--target-type", "regression"]) as server:
             proc = tandem(
                 "rollback",
                 "--to",
                 "flask",
-                "--kubernetes",
-                "--namespace",
-                "models",
-                "--configmap",
-                "drum-config",
-                "--deployment",
-                "churn-model",
+                *KUBE_TARGET,
+                "--kubeconfig",
+                config,
+                "--context",
+                "recorded",
                 "--url",
                 server.url,
-                "--kubectl",
-                str(tmp_path / "no-such-kubectl"),
-                *extra,
+                "--dry-run",
             )
-            assert proc.returncode == 3, proc.stdout + proc.stderr
-            assert "Refusing: the target already runs flask" in proc.stdout
-            assert "kubectl" not in proc.stdout.split("Refusing")[1]
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert stamped(proc.stdout) == KUBERNETES_DRY_RUN.format(url=server.url)
+
+        with running(code_dir, "flask", args=["--target-type", "regression"]) as server:
+            for extra in (["--dry-run"], ["--yes"]):
+                proc = tandem(
+                    "rollback",
+                    "--to",
+                    "flask",
+                    *KUBE_TARGET,
+                    "--kubeconfig",
+                    config,
+                    "--url",
+                    server.url,
+                    "--kubectl",
+                    str(tmp_path / "no-such-kubectl"),
+                    *extra,
+                )
+                assert proc.returncode == 3, proc.stdout + proc.stderr
+                assert "Refusing: the target already runs flask" in proc.stdout
+                assert "PATCH" not in proc.stdout
+                assert "--kubectl is ignored" in proc.stderr
+        api.assert_complete()
+    # Not one request reached the API server: no read, no patch.
+    assert api.served == []
 
 
 def test_kubernetes_dry_run_without_a_server() -> None:
@@ -369,20 +402,182 @@ def test_kubernetes_dry_run_without_a_server() -> None:
         "--dry-run",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == (
+    assert stamped(proc.stdout) == (
         "Rollback to gunicorn (DRUM_SERVER_TYPE=gunicorn)\n"
         "Target:  Kubernetes deployment/model in namespace prod (ConfigMap drum, key "
         "MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE)\n"
-        "Current: unknown (no --url given; the ConfigMap is not read in a dry run)\n"
-        "Will run:\n"
-        "  kubectl --context prod-eu --namespace prod patch configmap drum --type merge --patch "
-        '\'{"data":{"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE":"gunicorn"}}\'\n'
-        "  kubectl --context prod-eu --namespace prod rollout restart deployment/model\n"
-        "  kubectl --context prod-eu --namespace prod rollout status deployment/model "
-        "--timeout=120s\n"
+        "Current: unknown (no --url given; a dry run contacts no cluster)\n"
+        "Will send to the Kubernetes API (context prod-eu), as "
+        "application/strategic-merge-patch+json:\n"
+        "  PATCH /api/v1/namespaces/prod/configmaps/drum?fieldManager=tandem\n"
+        '    {"data": {"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": "gunicorn"}}\n'
+        "  PATCH /apis/apps/v1/namespaces/prod/deployments/model?fieldManager=tandem\n"
+        '    {"spec": {"template": {"metadata": {"annotations": '
+        '{"kubectl.kubernetes.io/restartedAt": "<now>"}}}}}\n'
+        "  and wait until deployment/model has rolled out (as kubectl rollout status does; "
+        "up to 120 s).\n"
+        "  The restart's restartedAt is stamped when it is sent.\n"
         "Then: nothing to verify (no --url given).\n"
         "Dry run: nothing was changed.\n"
     )
+
+
+def test_kubernetes_rollback_to_flask_through_recorded_api(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The whole Level 1 on Kubernetes: the API side is the recorded exchanges; the server is
+    real. The recording's hooks play the cluster: the ConfigMap patch lands in the env file the
+    "pod" reads, and the restart patch restarts it (as the Deployment controller would)."""
+    dep = deployment
+    assert dep.info()["drumServer"] == "fastapi"
+    restarts: list[threading.Thread] = []
+
+    def store_value(body: Any) -> None:
+        value = body["data"]["DRUM_SERVER_TYPE"]
+        text = dep.env_file.read_text()
+        dep.env_file.write_text(
+            text.replace(
+                "MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE=fastapi",
+                f"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE={value}",
+            )
+        )
+
+    def restart_pods(body: Any) -> None:
+        command = ["sh", str(dep.root / "restart.sh")]
+        thread = threading.Thread(target=subprocess.run, args=(command,), kwargs={"timeout": 60})
+        thread.start()
+        restarts.append(thread)
+
+    hooks = {"configmap-patch": store_value, "restart": restart_pods}
+    with RecordedApiServer(load("rollback_to_flask"), hooks) as api:
+        config = str(write_kubeconfig(tmp_path / "kubeconfig", api.url))
+        proc = tandem(
+            "rollback",
+            "--to",
+            "flask",
+            *KUBE_TARGET,
+            "--kubeconfig",
+            config,
+            "--context",
+            "recorded",
+            "--yes",
+            "--url",
+            dep.url,
+            "--log-file",
+            str(dep.log),
+            "--code-dir",
+            str(dep.root / "regression"),
+        )
+        for thread in restarts:
+            thread.join(timeout=60)
+        api.assert_complete()
+    out = stamped(proc.stdout)
+    assert proc.returncode == 0, out + proc.stderr
+    assert "Current: fastapi (" in out
+    # The plan, then the same patches as they are sent, then kubectl's rollout status lines.
+    sent = (
+        '{"data": {"DRUM_SERVER_TYPE": "flask"}}\n',
+        '{"spec": {"template": {"metadata": {"annotations": '
+        '{"kubectl.kubernetes.io/restartedAt": "<now>"}}}}}\n',
+    )
+    plan, _, applied = out.partition("PATCH /api/v1/namespaces/models/configmaps/drum-config: ")
+    assert all(f"    {body}" in plan for body in sent)
+    assert applied.startswith(sent[0])
+    assert ("PATCH /apis/apps/v1/namespaces/models/deployments/churn-model: " + sent[1]) in applied
+    assert (
+        "  Waiting for deployment spec update to be observed...\n"
+        '  Waiting for deployment "churn-model" rollout to finish: 1 out of 2 new replicas have '
+        "been updated...\n"
+        '  Waiting for deployment "churn-model" rollout to finish: 1 old replicas are pending '
+        "termination...\n"
+        '  Waiting for deployment "churn-model" rollout to finish: 1 of 2 updated replicas are '
+        "available...\n"
+        '  deployment "churn-model" successfully rolled out\n'
+    ) in applied
+    assert "Time to recovery: " in out
+    assert "Verification PASSED" in out
+    assert "Rollback to flask verified" in out
+    info = dep.info()
+    assert (info["drumServer"], info["processServer"]) == ("flask", "werkzeug")
+    assert api.mutating_requests() == [
+        "PATCH /api/v1/namespaces/models/configmaps/drum-config?fieldManager=tandem",
+        "PATCH /apis/apps/v1/namespaces/models/deployments/churn-model?fieldManager=tandem",
+    ]
+
+
+def kube_rollback(recording: str, tmp_path: Path, *extra: str) -> tuple[Any, RecordedApiServer]:
+    """``tandem rollback --to flask --yes`` against a recording, with a --url nothing answers
+    (so the current stack is the ConfigMap's)."""
+    with RecordedApiServer(load(recording)) as api:
+        config = str(write_kubeconfig(tmp_path / "kubeconfig", api.url))
+        proc = tandem(
+            "rollback",
+            "--to",
+            "flask",
+            *KUBE_TARGET,
+            "--kubeconfig",
+            config,
+            "--yes",
+            "--url",
+            f"http://127.0.0.1:{free_port()}",
+            *extra,
+        )
+        api.assert_complete()
+    return proc, api
+
+
+def test_kubernetes_rollout_that_times_out(tmp_path: Path) -> None:
+    proc, api = kube_rollback("rollout_timeout", tmp_path, "--rollout-timeout", "2")
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "Current: fastapi (ConfigMap drum-config sets DRUM_SERVER_TYPE=fastapi)" in out
+    assert out.endswith(
+        "Rollback FAILED: rollout failed: deployment/churn-model in namespace models did not "
+        'finish rolling out within 2 s (last status: Waiting for deployment "churn-model" '
+        "rollout to finish: 1 out of 2 new replicas have been updated...). ConfigMap "
+        "drum-config already sets DRUM_SERVER_TYPE=flask and the restart was sent; see why the "
+        "new pods are not ready: kubectl describe deployment/churn-model --namespace models\n"
+    )
+    assert "Time to recovery" not in out
+    assert len(api.mutating_requests()) == 2
+
+
+def test_kubernetes_configmap_without_the_key_is_refused(tmp_path: Path) -> None:
+    proc, api = kube_rollback("configmap_missing_key", tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Current: unknown (ConfigMap drum-config has no key DRUM_SERVER_TYPE)" in proc.stdout
+    assert proc.stdout.endswith(
+        "Rollback not started: ConfigMap drum-config in namespace models has no key "
+        "DRUM_SERVER_TYPE (its keys: MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE, TARGET_TYPE), so the "
+        "pods do not read the stack from it; check --configmap and --configmap-key. Nothing "
+        "was changed.\n"
+    )
+    assert api.served == ["GET /api/v1/namespaces/models/configmaps/drum-config"]
+
+
+def test_kubernetes_forbidden(tmp_path: Path) -> None:
+    # The patch refused (a read-only role): the step failed, nothing changed.
+    proc, api = kube_rollback("configmap_patch_forbidden", tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.endswith(
+        "Rollback FAILED: PATCH configmap drum-config in namespace models: the API server "
+        'answered 403 Forbidden: configmaps "drum-config" is forbidden: User '
+        '"system:serviceaccount:models:tandem-readonly" cannot patch resource "configmaps" in '
+        'API group "" in the namespace "models". The credentials in use lack the RBAC '
+        "permission; a Level-1 rollback needs get and patch on configmaps, and get and patch on "
+        "deployments (apps), in the namespace. Nothing was changed.\n"
+    )
+    assert api.mutating_requests() == [
+        "PATCH /api/v1/namespaces/models/configmaps/drum-config?fieldManager=tandem"
+    ]
+    # Not even readable: refused before the plan, exit 2.
+    proc, api = kube_rollback("configmap_get_forbidden", tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Rollback not started: GET configmap drum-config in namespace models: the API " in (
+        proc.stdout
+    )
+    assert 'cannot get resource "configmaps"' in proc.stdout
+    assert "Will send" not in proc.stdout
 
 
 def test_usage_errors() -> None:

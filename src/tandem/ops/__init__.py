@@ -5,7 +5,9 @@ The cores are importable without the CLI (for example by a rollout controller):
 - :func:`tandem.ops.verify.run_checks` runs the rollback plan's verification checklist against a
   running server and returns a :class:`tandem.ops.verify.VerifyReport`;
 - :mod:`tandem.ops.envfile` reads and rewrites ``DRUM_SERVER_TYPE`` in env files;
-- :mod:`tandem.ops.rollback` plans and performs a rollback of an env-file or Kubernetes target.
+- :mod:`tandem.ops.rollback` plans and performs a rollback of an env-file or Kubernetes target;
+- :mod:`tandem.ops.kube` reads and patches a ConfigMap key, restarts a Deployment and waits for
+  its rollout through the Kubernetes API (the official client; shared with ``tandem fleet``).
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ The rollback plan's Level 1 ("Runtime Parameter (Immediate)", time to recovery u
 minutes) as one operation:
 
 1. find out which stack the target runs now, and refuse when it already runs the requested one;
-2. explain what will change (the env-file diff, or the exact ``kubectl`` commands) and ask for
-   confirmation (``dry_run`` stops here, changing nothing);
+2. explain what will change (the env-file diff, or the exact Kubernetes API patches as JSON)
+   and ask for confirmation (``dry_run`` stops here, changing nothing and contacting no cluster);
 3. change the variable and restart: an env file is rewritten atomically with a timestamped backup
-   and the restart command runs; on Kubernetes the ConfigMap is patched, the deployment restarted
-   and its rollout awaited;
+   and the restart command runs; on Kubernetes (:mod:`tandem.ops.kube`, the official client) the
+   ConfigMap key is patched, the Deployment restarted as ``kubectl rollout restart`` does and its
+   rollout awaited as ``kubectl rollout status`` does;
 4. wait until the server is ready on the new stack (``/readyz``, then ``/ping``, then ``/info/``
    reporting it), which gives the time to recovery;
 5. run :func:`tandem.ops.verify.run_checks` with the new stack expected.
@@ -26,11 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 
-from tandem.ops import envfile, normalize_stack, stack_from_info
+from tandem.ops import envfile, kube, normalize_stack, stack_from_info
 from tandem.ops.verify import VerifyOptions, VerifyReport, run_checks
 
 EXIT_OK = 0
@@ -166,15 +167,26 @@ class EnvFileTarget:
 
 @dataclass
 class KubernetesTarget:
-    """A Deployment whose pods read ``DRUM_SERVER_TYPE`` from a ConfigMap."""
+    """A Deployment whose pods read ``DRUM_SERVER_TYPE`` from a ConfigMap.
+
+    Talks to the Kubernetes API through :mod:`tandem.ops.kube` (the official Python client): the
+    kubeconfig's ``context`` (or, in a pod, the service account), patches the ConfigMap key,
+    restarts the Deployment as ``kubectl rollout restart`` does and waits as ``kubectl rollout
+    status`` does. A dry run contacts nothing.
+    """
 
     namespace: str
     configmap: str
     deployment: str
     key: str = "DRUM_SERVER_TYPE"
-    kubectl: str = "kubectl"
     context: str | None = None
     rollout_timeout: float = 300.0
+    kubeconfig: str | None = None
+    poll_interval: float = 1.0
+    api: Any = field(default=None, repr=False)
+    """The API client (built from ``context``/``kubeconfig`` on first use when None)."""
+    data: dict[str, str] | None = field(default=None, repr=False)
+    """The ConfigMap's data as last read."""
 
     def describe(self) -> str:
         """One line naming the target."""
@@ -183,50 +195,26 @@ class KubernetesTarget:
             f"(ConfigMap {self.configmap}, key {self.key})"
         )
 
-    def _base(self) -> list[str]:
-        context = ["--context", self.context] if self.context else []
-        return [self.kubectl, *context, "--namespace", self.namespace]
+    def _client(self) -> Any:
+        if self.api is None:
+            try:
+                self.api = kube.api_from_config(self.context, self.kubeconfig)
+            except kube.KubeError as exc:
+                raise RollbackError(f"{exc}. Nothing was changed.", EXIT_REFUSED) from None
+        return self.api
 
-    def commands(self, stack: str) -> list[list[str]]:
-        """The exact ``kubectl`` commands of the rollback, in order."""
-        patch = json.dumps({"data": {self.key: stack}}, separators=(",", ":"))
-        deployment = f"deployment/{self.deployment}"
-        return [
-            [
-                *self._base(),
-                "patch",
-                "configmap",
-                self.configmap,
-                "--type",
-                "merge",
-                "--patch",
-                patch,
-            ],
-            [*self._base(), "rollout", "restart", deployment],
-            [
-                *self._base(),
-                "rollout",
-                "status",
-                deployment,
-                f"--timeout={int(self.rollout_timeout)}s",
-            ],
-        ]
+    def read(self) -> dict[str, str]:
+        """Read the ConfigMap (once); a failure is a :class:`RollbackError` (nothing changed)."""
+        if self.data is None:
+            try:
+                self.data = kube.configmap_data(self._client(), self.namespace, self.configmap)
+            except kube.KubeError as exc:
+                raise RollbackError(f"{exc}. Nothing was changed.", EXIT_REFUSED) from None
+        return self.data
 
     def observe(self) -> Observation:
-        """The stack the ConfigMap sets (runs ``kubectl get``)."""
-        command = [*self._base(), "get", "configmap", self.configmap, "--output", "json"]
-        try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return Observation(None, f"cannot run {shlex.join(command)}: {exc}")
-        if completed.returncode != 0:
-            return Observation(
-                None, f"{shlex.join(command)} failed: {completed.stderr.strip()[:200]}"
-            )
-        try:
-            value = (json.loads(completed.stdout).get("data") or {}).get(self.key)
-        except (ValueError, AttributeError):
-            return Observation(None, f"{shlex.join(command)} did not answer JSON")
+        """The stack the ConfigMap sets (reads it through the Kubernetes API)."""
+        value = self.read().get(self.key)
         if value is None:
             return Observation(None, f"ConfigMap {self.configmap} has no key {self.key}")
         return Observation(
@@ -235,14 +223,89 @@ class KubernetesTarget:
             value,
         )
 
+    def preflight(self) -> None:
+        """Before asking: the ConfigMap can be read and has the key (else nothing is changed).
+
+        A ConfigMap without the key is refused rather than given one: the pods cannot be
+        reading the stack from it (a wrong ``--configmap-key``?), so patching it and restarting
+        would change nothing but the pods.
+        """
+        data = self.read()
+        if self.key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            raise RollbackError(
+                f"ConfigMap {self.configmap} in namespace {self.namespace} has no key "
+                f"{self.key} (its keys: {keys}), so the pods do not read the stack from it; "
+                "check --configmap and --configmap-key. Nothing was changed.",
+                EXIT_REFUSED,
+            )
+
+    def patches(self, stack: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(method, path, body)`` of each patch the rollback sends, in order."""
+        query = f"?fieldManager={kube.FIELD_MANAGER}"
+        return [
+            (
+                "PATCH",
+                kube.configmap_path(self.namespace, self.configmap) + query,
+                kube.write_param(None, self.namespace, self.configmap, self.key, stack, True),
+            ),
+            (
+                "PATCH",
+                kube.deployment_path(self.namespace, self.deployment) + query,
+                kube.restart_deployment(None, self.namespace, self.deployment, True),
+            ),
+        ]
+
     def plan(self, stack: str) -> list[str]:
-        """The commands that will run."""
-        return ["Will run:", *(f"  {shlex.join(c)}" for c in self.commands(stack))]
+        """The exact patches that will be sent (JSON bodies as sent), then the rollout wait."""
+        at = f" (context {self.context})" if self.context else ""
+        lines = [f"Will send to the Kubernetes API{at}, as {kube.PATCH_CONTENT_TYPE}:"]
+        for method, path, body in self.patches(stack):
+            lines += [f"  {method} {path}", f"    {json.dumps(body)}"]
+        lines += [
+            f"  and wait until deployment/{self.deployment} has rolled out (as kubectl rollout "
+            f"status does; up to {self.rollout_timeout:g} s).",
+            "  The restart's restartedAt is stamped when it is sent.",
+        ]
+        return lines
 
     def apply(self, stack: str, out: TextIO) -> None:
-        """Patch the ConfigMap, restart the deployment and wait for its rollout."""
-        for command in self.commands(stack):
-            run_command(command, self.rollout_timeout + 60, out)
+        """Patch the ConfigMap, restart the Deployment and wait for its rollout."""
+        api = self._client()
+        configmap_path = kube.configmap_path(self.namespace, self.configmap)
+        try:
+            patch = kube.write_param(
+                api, self.namespace, self.configmap, self.key, stack, dry_run=False
+            )
+        except kube.KubeError as exc:
+            raise RollbackError(f"{exc}. Nothing was changed.") from None
+        print(f"PATCH {configmap_path}: {json.dumps(patch)}", file=out, flush=True)
+        changed = f"ConfigMap {self.configmap} already sets {self.key}={stack}"
+        try:
+            patch = kube.restart_deployment(api, self.namespace, self.deployment, dry_run=False)
+        except kube.KubeError as exc:
+            raise RollbackError(
+                f"restart failed: {exc}. {changed}; restart the pods to apply it "
+                f"(kubectl rollout restart deployment/{self.deployment} "
+                f"--namespace {self.namespace})"
+            ) from None
+        deployment_path = kube.deployment_path(self.namespace, self.deployment)
+        print(f"PATCH {deployment_path}: {json.dumps(patch)}", file=out, flush=True)
+        try:
+            kube.wait_rollout(
+                api,
+                self.namespace,
+                self.deployment,
+                self.rollout_timeout,
+                poll_interval=self.poll_interval,
+                progress=lambda line: print(f"  {line}", file=out, flush=True),
+            )
+        except kube.KubeError as exc:
+            raise RollbackError(
+                f"rollout failed: {exc}. {changed} and the restart was sent; see why the new "
+                f"pods are not ready: kubectl describe deployment/{self.deployment} "
+                f"--namespace {self.namespace}"
+            ) from None
 
 
 def _payload(value: str) -> str:
@@ -378,7 +441,7 @@ def current_stack(request: RollbackRequest) -> Observation:
             return from_url
     if request.dry_run:
         where = f"{request.url}/info/ did not answer" if request.url else "no --url given"
-        return Observation(None, f"{where}; the ConfigMap is not read in a dry run")
+        return Observation(None, f"{where}; a dry run contacts no cluster")
     return target.observe()
 
 
@@ -396,6 +459,7 @@ def perform_rollback(
     try:
         current = current_stack(request)
     except RollbackError as exc:
+        print(f"Rollback not started: {exc}", file=out, flush=True)
         return RollbackResult(exc.exit_code, str(exc))
 
     print(f"Rollback to {stack} (DRUM_SERVER_TYPE={stack})", file=out)
@@ -412,6 +476,13 @@ def perform_rollback(
                 )
         print(message, file=out, flush=True)
         return RollbackResult(EXIT_ALREADY, message, current)
+
+    if isinstance(target, KubernetesTarget) and not request.dry_run:
+        try:
+            target.preflight()
+        except RollbackError as exc:
+            print(f"Rollback not started: {exc}", file=out, flush=True)
+            return RollbackResult(exc.exit_code, str(exc), current)
 
     options = replace(request.verify, expect_server=stack)
     for line in target.plan(stack):

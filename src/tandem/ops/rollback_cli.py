@@ -25,8 +25,10 @@ Targets:
       rewrite MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE (and/or a bare DRUM_SERVER_TYPE) in the env
       file atomically, keeping every other line and a timestamped backup, then run CMD
   --kubernetes --namespace N --configmap NAME --deployment NAME --url URL
-      kubectl patch the ConfigMap key, rollout restart the deployment, wait for the rollout,
-      then verify through URL
+      through the Kubernetes API (the official Python client; kubeconfig, or the pod's service
+      account in a pod): patch the ConfigMap key, restart the deployment as `kubectl rollout
+      restart` does, wait for the rollout as `kubectl rollout status` does, then verify
+      through URL; --dry-run prints the exact patches (JSON) and contacts no cluster
 
 It refuses when the target already runs the requested stack, prints what it will change first
 and asks for confirmation on a terminal (--yes skips the question; --dry-run only prints).
@@ -99,13 +101,23 @@ def add_parser(subparsers: Any) -> None:
         default="DRUM_SERVER_TYPE",
         help="key in the ConfigMap (default DRUM_SERVER_TYPE)",
     )
-    kube.add_argument("--context", help="kubectl context")
-    kube.add_argument("--kubectl", default="kubectl", help="kubectl executable (default kubectl)")
+    kube.add_argument(
+        "--context", help="kubeconfig context (default: the kubeconfig's current context)"
+    )
+    kube.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config; in a pod, without "
+        "--context or --kubeconfig, the pod's service account)",
+    )
+    kube.add_argument(
+        "--kubectl",
+        help="ignored, kept for existing scripts: the Kubernetes API is called directly",
+    )
     kube.add_argument(
         "--rollout-timeout",
         type=_seconds,
         default=300.0,
-        help="kubectl rollout status timeout in seconds (default 300)",
+        help="seconds to wait for the rollout, as kubectl rollout status (default 300)",
     )
     add_verify_arguments(parser, expect=False)
 
@@ -145,8 +157,8 @@ def _target(args: argparse.Namespace) -> Any:
             configmap=args.configmap,
             deployment=args.deployment,
             key=args.configmap_key,
-            kubectl=args.kubectl,
             context=args.context,
+            kubeconfig=args.kubeconfig,
             rollout_timeout=args.rollout_timeout,
         )
     raise ValueError("choose a target: --env-file PATH --restart-cmd CMD, or --kubernetes ...")
@@ -180,6 +192,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tandem rollback: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    if args.kubectl is not None:
+        print(
+            "tandem rollback: note: --kubectl is ignored; Tandem calls the Kubernetes API with "
+            "its Python client (--kubeconfig and --context choose the cluster)",
+            file=sys.stderr,
+        )
     if not args.url and not args.dry_run:
         print("tandem rollback: error: --url URL is required to verify the server", file=sys.stderr)
         return EXIT_REFUSED
