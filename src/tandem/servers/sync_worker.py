@@ -38,6 +38,9 @@ from tandem.core import limits
 #: Bytes of request head buffered at most; a longer head is left to Gunicorn's parser, whose
 #: limits answer it (414/431 in the shared JSON).
 MAX_BUFFERED_HEAD = 64 * 1024
+#: Seconds a new connection's head is waited for before the connection is parked (a normal
+#: client's head arrives within microseconds; a slow one costs the worker this much, once).
+FIRST_WAIT = 0.005
 _HEAD_END = b"\r\n\r\n"
 
 
@@ -181,12 +184,30 @@ def worker_class(header_timeout: float) -> type[SyncWorker]:
                 if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                     return
                 raise
-            client.setblocking(False)
             os.set_inheritable(client.fileno(), False)
             conn = _Pending(client, addr, listener, time.monotonic() + header_timeout)
+            # Most heads arrive right behind the connection: wait for them briefly here, which
+            # costs one poll and one recv, before parking the connection in the selector.
+            budget = time.monotonic() + FIRST_WAIT
+            try:
+                while (left := budget - time.monotonic()) > 0:
+                    client.settimeout(left)
+                    data = client.recv(MAX_BUFFERED_HEAD)
+                    if not data:  # gone before sending a head
+                        client.close()
+                        return
+                    conn.data += data
+                    if conn.head_complete(len(data)):
+                        ready.append(conn)
+                        return
+            except (TimeoutError, BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                client.close()
+                return
+            client.setblocking(False)
             pending[client.fileno()] = conn
             selector.register(client, selectors.EVENT_READ, conn)
-            self._tandem_read(selector, conn, pending, ready)  # the head is often there already
 
         def _tandem_read(
             self,
