@@ -239,13 +239,19 @@ def _gradual(spec: RolloutSpec, obs: Observations) -> tuple[dict[str, bool], dic
         if inc is not None:
             fired["p99"] = inc > trig.p99_increase
             numbers.update(
-                p99_increase=inc, baseline_p99_s=obs.baseline.p99, candidate_p99_s=obs.candidate.p99
+                p99_increase=inc,
+                p99_increase_limit=trig.p99_increase,
+                baseline_p99_s=obs.baseline.p99,
+                candidate_p99_s=obs.candidate.p99,
             )
     mem = _ratio(obs.candidate_rss, obs.baseline_rss)
     if mem is not None:
         fired["memory"] = mem > trig.memory_increase
         numbers.update(
-            memory_increase=mem, baseline_rss=obs.baseline_rss, candidate_rss=obs.candidate_rss
+            memory_increase=mem,
+            memory_increase_limit=trig.memory_increase,
+            baseline_rss=obs.baseline_rss,
+            candidate_rss=obs.candidate_rss,
         )
     cand = obs.candidate
     if cand.requests >= spec.min_samples:
@@ -476,9 +482,15 @@ def _gradual_reason(
             f"(> {numbers['extension_threshold']})"
         )
     if "memory" in triggered:
-        parts.append(f"candidate RSS {numbers['memory_increase'] * 100:+.0f}% vs baseline (> +50%)")
+        parts.append(
+            f"candidate RSS {numbers['memory_increase'] * 100:+.0f}% vs baseline "
+            f"(> {numbers['memory_increase_limit'] * 100:+.0f}%)"
+        )
     if "p99" in triggered:
-        parts.append(f"candidate P99 {numbers['p99_increase'] * 100:+.0f}% vs baseline (> +50%)")
+        parts.append(
+            f"candidate P99 {numbers['p99_increase'] * 100:+.0f}% vs baseline "
+            f"(> {numbers['p99_increase_limit'] * 100:+.0f}%)"
+        )
     if "tracing" in triggered:
         parts.append(
             f"trace gaps: {numbers['spans_exported']} spans exported for "
