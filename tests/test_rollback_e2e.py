@@ -6,6 +6,7 @@ server (pid file), source the env file and start ``tandem server`` in the backgr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tandem.ops import stack_from_info
 from tests.kube_api import RecordedApiServer, load, write_kubeconfig
 from tests.support import EXAMPLES, free_port, running
 
@@ -73,13 +75,21 @@ KUBERNETES_DRY_RUN = (
     "Will send to the Kubernetes API (context recorded), as "
     "application/strategic-merge-patch+json:\n"
     "  PATCH /api/v1/namespaces/models/configmaps/drum-config?fieldManager=tandem\n"
-    '    {{"data": {{"DRUM_SERVER_TYPE": "flask"}}}}\n'
+    '    {{"data": {{"DRUM_SERVER_TYPE": "{{\\"type\\": \\"string\\", \\"payload\\": '
+    '\\"flask\\"}}"}}}}\n'
     "  PATCH /apis/apps/v1/namespaces/models/deployments/churn-model?fieldManager=tandem\n"
     '    {{"spec": {{"template": {{"metadata": {{"annotations": '
     '{{"kubectl.kubernetes.io/restartedAt": "<now>"}}}}}}}}}}\n'
     "  and wait until deployment/churn-model has rolled out (as kubectl rollout status does; "
     "up to 300 s).\n"
-    "  The restart's restartedAt is stamped when it is sent.\n"
+    "  The restart's restartedAt is stamped when it is sent. The Deployment is read just "
+    "before:\n"
+    "  if its pod template has the label tandem-server-type (as `tandem export kubernetes` "
+    "writes it, for up's server_type), the same patch also sets it:\n"
+    '    {{"spec": {{"template": {{"metadata": {{"labels": '
+    '{{"tandem-server-type": "flask"}}}}}}}}}}\n'
+    "  and if it has the annotation tandem-config-sha256, sets that to the digest of the "
+    "ConfigMap's new data.\n"
     "Then: wait for {url}/readyz and /ping (up to 300 s), and verify:\n"
     "  tandem verify {url} --expect-server flask\n"
     "Dry run: nothing was changed.\n"
@@ -410,13 +420,20 @@ def test_kubernetes_dry_run_without_a_server() -> None:
         "Will send to the Kubernetes API (context prod-eu), as "
         "application/strategic-merge-patch+json:\n"
         "  PATCH /api/v1/namespaces/prod/configmaps/drum?fieldManager=tandem\n"
-        '    {"data": {"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": "gunicorn"}}\n'
+        '    {"data": {"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE": "{\\"type\\": \\"string\\", '
+        '\\"payload\\": \\"gunicorn\\"}"}}\n'
         "  PATCH /apis/apps/v1/namespaces/prod/deployments/model?fieldManager=tandem\n"
         '    {"spec": {"template": {"metadata": {"annotations": '
         '{"kubectl.kubernetes.io/restartedAt": "<now>"}}}}}\n'
         "  and wait until deployment/model has rolled out (as kubectl rollout status does; "
         "up to 120 s).\n"
-        "  The restart's restartedAt is stamped when it is sent.\n"
+        "  The restart's restartedAt is stamped when it is sent. The Deployment is read just "
+        "before:\n"
+        "  if its pod template has the label tandem-server-type (as `tandem export kubernetes` "
+        "writes it, for up's server_type), the same patch also sets it:\n"
+        '    {"spec": {"template": {"metadata": {"labels": {"tandem-server-type": "gunicorn"}}}}}\n'
+        "  and if it has the annotation tandem-config-sha256, sets that to the digest of the "
+        "ConfigMap's new data.\n"
         "Then: nothing to verify (no --url given).\n"
         "Dry run: nothing was changed.\n"
     )
@@ -427,10 +444,12 @@ def test_kubernetes_rollback_to_flask_through_recorded_api(
 ) -> None:
     """The whole Level 1 on Kubernetes: the API side is the recorded exchanges; the server is
     real. The recording's hooks play the cluster: the ConfigMap patch lands in the env file the
-    "pod" reads, and the restart patch restarts it (as the Deployment controller would)."""
+    "pod" reads (as envFrom would set it, DRUM's JSON form and all), and the restart patch
+    restarts it (as the Deployment controller would) and gives the new "pods" its label."""
     dep = deployment
     assert dep.info()["drumServer"] == "fastapi"
     restarts: list[threading.Thread] = []
+    pod_labels = {"tandem-server-type": "fastapi"}
 
     def store_value(body: Any) -> None:
         value = body["data"]["DRUM_SERVER_TYPE"]
@@ -438,11 +457,12 @@ def test_kubernetes_rollback_to_flask_through_recorded_api(
         dep.env_file.write_text(
             text.replace(
                 "MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE=fastapi",
-                f"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE={value}",
+                f"MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE='{value}'",
             )
         )
 
     def restart_pods(body: Any) -> None:
+        pod_labels.update(body["spec"]["template"]["metadata"].get("labels", {}))
         command = ["sh", str(dep.root / "restart.sh")]
         thread = threading.Thread(target=subprocess.run, args=(command,), kwargs={"timeout": 60})
         thread.start()
@@ -475,13 +495,20 @@ def test_kubernetes_rollback_to_flask_through_recorded_api(
     assert proc.returncode == 0, out + proc.stderr
     assert "Current: fastapi (" in out
     # The plan, then the same patches as they are sent, then kubectl's rollout status lines.
+    # The ConfigMap's value is DRUM's JSON form; the Deployment's pod template has the
+    # tandem-server-type label, so the restart patch moves it to the new stack.
     sent = (
-        '{"data": {"DRUM_SERVER_TYPE": "flask"}}\n',
+        '{"data": {"DRUM_SERVER_TYPE": "{\\"type\\": \\"string\\", \\"payload\\": '
+        '\\"flask\\"}"}}\n',
         '{"spec": {"template": {"metadata": {"annotations": '
-        '{"kubectl.kubernetes.io/restartedAt": "<now>"}}}}}\n',
+        '{"kubectl.kubernetes.io/restartedAt": "<now>"}, '
+        '"labels": {"tandem-server-type": "flask"}}}}}\n',
     )
     plan, _, applied = out.partition("PATCH /api/v1/namespaces/models/configmaps/drum-config: ")
-    assert all(f"    {body}" in plan for body in sent)
+    assert f"    {sent[0]}" in plan
+    assert (
+        '    {"spec": {"template": {"metadata": {"labels": {"tandem-server-type": "flask"}}}}}\n'
+    ) in plan
     assert applied.startswith(sent[0])
     assert ("PATCH /apis/apps/v1/namespaces/models/deployments/churn-model: " + sent[1]) in applied
     assert (
@@ -499,6 +526,12 @@ def test_kubernetes_rollback_to_flask_through_recorded_api(
     assert "Rollback to flask verified" in out
     info = dep.info()
     assert (info["drumServer"], info["processServer"]) == ("flask", "werkzeug")
+    # The server read the JSON form; up's server_type (the pod label) names what it runs.
+    stored = "MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE='" + json.dumps(
+        {"type": "string", "payload": "flask"}
+    )
+    assert stored + "'\n" in dep.env_file.read_text()
+    assert pod_labels == {"tandem-server-type": stack_from_info(info)}
     assert api.mutating_requests() == [
         "PATCH /api/v1/namespaces/models/configmaps/drum-config?fieldManager=tandem",
         "PATCH /apis/apps/v1/namespaces/models/deployments/churn-model?fieldManager=tandem",
@@ -535,8 +568,8 @@ def test_kubernetes_rollout_that_times_out(tmp_path: Path) -> None:
         "Rollback FAILED: rollout failed: deployment/churn-model in namespace models did not "
         'finish rolling out within 2 s (last status: Waiting for deployment "churn-model" '
         "rollout to finish: 1 out of 2 new replicas have been updated...). ConfigMap "
-        "drum-config already sets DRUM_SERVER_TYPE=flask and the restart was sent; see why the "
-        "new pods are not ready: kubectl describe deployment/churn-model --namespace models\n"
+        "drum-config already sets DRUM_SERVER_TYPE to flask and the restart was sent; see why "
+        "the new pods are not ready: kubectl describe deployment/churn-model --namespace models\n"
     )
     assert "Time to recovery" not in out
     assert len(api.mutating_requests()) == 2

@@ -13,6 +13,7 @@ from tandem.errors import ConfigError
 from tandem.export import argo, flagger
 from tandem.export.checks import checks, selectors, step_gates
 from tandem.export.model import SERVER_TYPE_KEY, SERVER_TYPE_LABEL, Model, env_name
+from tandem.ops import kube
 from tandem.rollout import promql
 from tandem.rollout.spec import RolloutSpec
 from tests.export.support import check_expressions, validate
@@ -176,7 +177,8 @@ def test_each_revision_keeps_its_stack() -> None:
     for model in (MODEL, flask):
         template = argo.rollout(model, RolloutSpec(), SEL)["spec"]["template"]
         env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
-        assert env[env_name(SERVER_TYPE_KEY)] == model.server_type
+        assert env[env_name(SERVER_TYPE_KEY)] == kube.server_type_value(model.server_type)
+        assert env[env_name(SERVER_TYPE_KEY)] == model.config_data()[SERVER_TYPE_KEY]
         assert template["metadata"]["labels"][SERVER_TYPE_LABEL] == model.server_type
 
 

@@ -4,6 +4,12 @@ and the exported queries expect."""
 from __future__ import annotations
 
 import copy
+import io
+import json
+import os
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +24,21 @@ from tandem.export.model import (
     MODEL_LABEL,
     SERVER_TYPE_KEY,
     SERVER_TYPE_LABEL,
+    SERVER_TYPE_TARGET_LABEL,
     Model,
+    env_name,
 )
 from tandem.export.sizing import Resources, resources_from_stats, stats_url
+from tandem.ops import kube
 from tandem.rollout.spec import RolloutSpec
 from tandem.runtime_params import Params
 from tandem.server_type import decide_server_type
 from tests.export.support import validate
-from tests.support import fixture_dir, running
+from tests.kube_api import RecordedApiServer, load, write_kubeconfig
+from tests.support import REPO, fixture_dir, running
+
+#: DataRobot's DRUM, when ``bench/run.py`` has installed it.
+DRUM_PYTHON = REPO / "bench" / ".drum-venv" / "bin" / "python"
 
 SPEC = RolloutSpec()
 MODEL = Model(
@@ -63,14 +76,19 @@ def test_configmap_key_is_what_picks_the_stack() -> None:
     own server-type decision, given that environment, picks the ConfigMap's stack."""
     objects = by_kind(kubernetes.manifests(MODEL, SPEC))
     data = objects["ConfigMap"]["data"]
-    assert data == {SERVER_TYPE_KEY: "fastapi", "DRUM_CLIENT_REQUEST_TIMEOUT": "60"}
+    assert data == {
+        SERVER_TYPE_KEY: '{"type": "string", "payload": "fastapi"}',
+        "DRUM_CLIENT_REQUEST_TIMEOUT": "60",
+    }
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     (source,) = container["envFrom"]
     assert source["configMapRef"]["name"] == objects["ConfigMap"]["metadata"]["name"]
     environ = {source["prefix"] + key: value for key, value in data.items()}
     environ.update({e["name"]: e["value"] for e in container["env"]})
+    assert decide_server_type(Params(environ), None).server_type == "fastapi"
     for stack in ("flask", "gunicorn", "fastapi"):
-        environ[source["prefix"] + SERVER_TYPE_KEY] = stack
+        model = Model(**{**MODEL.__dict__, "server_type": stack})
+        environ[source["prefix"] + SERVER_TYPE_KEY] = model.config_data()[SERVER_TYPE_KEY]
         assert decide_server_type(Params(environ), None).server_type == stack
     assert environ["MLOPS_DEPLOYMENT_ID"] == "64f0c0ffee"
     assert environ["MAX_WORKERS"] == "2"
@@ -122,21 +140,46 @@ def _merge(target: Any, patch: Any) -> Any:
     return out
 
 
+def _without_restart(deployment: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(deployment)
+    del out["spec"]["template"]["metadata"]["annotations"][kube.RESTARTED_AT_ANNOTATION]
+    return out
+
+
 def test_level1_patches_equal_exporting_the_other_stack() -> None:
     """The seam for `tandem rollback --kubernetes`: patching the exported objects to flask is
-    exporting them with --server-type flask (and the pod template changes, so pods restart)."""
-    patches = MODEL.level1_patches("flask")
+    exporting them with --server-type flask, plus kubectl's restart annotation (so the pods
+    restart), and the patches are exactly what the rollback sends (tandem.ops.kube's)."""
+    now = datetime(2026, 11, 20, 10, 15, 2, tzinfo=UTC)
+    patches = MODEL.level1_patches("flask", now)
     flask = Model(**{**MODEL.__dict__, "server_type": "flask"})
+    assert patches == {
+        "configmap": {"data": {SERVER_TYPE_KEY: '{"type": "string", "payload": "flask"}'}},
+        "deployment": {
+            "spec": {
+                "template": {
+                    "metadata": {
+                        "annotations": {
+                            "kubectl.kubernetes.io/restartedAt": "2026-11-20T10:15:02Z",
+                            CONFIG_DIGEST_ANNOTATION: flask.config_digest(),
+                        },
+                        "labels": {SERVER_TYPE_LABEL: "flask"},
+                    }
+                }
+            }
+        },
+    }
+    assert patches["deployment"] == kube.level1_deployment_patch(
+        "flask",
+        kubernetes.deployment(MODEL, SPEC)["spec"]["template"]["metadata"],
+        kubernetes.configmap(flask)["data"],
+        now,
+    )
     assert _merge(kubernetes.configmap(MODEL), patches["configmap"]) == kubernetes.configmap(flask)
     patched = _merge(kubernetes.deployment(MODEL, SPEC), patches["deployment"])
-    assert patched == kubernetes.deployment(flask, SPEC)
+    assert _without_restart(patched) == kubernetes.deployment(flask, SPEC)
     before = kubernetes.deployment(MODEL, SPEC)["spec"]["template"]["metadata"]["annotations"]
-    assert (
-        before[CONFIG_DIGEST_ANNOTATION]
-        != patches["deployment"]["spec"]["template"]["metadata"]["annotations"][
-            CONFIG_DIGEST_ANNOTATION
-        ]
-    )
+    assert before[CONFIG_DIGEST_ANNOTATION] != flask.config_digest()
     target = MODEL.rollback_target()
     assert (target.namespace, target.configmap, target.deployment, target.key) == (
         "ml",
@@ -144,6 +187,100 @@ def test_level1_patches_equal_exporting_the_other_stack() -> None:
         "churn",
         SERVER_TYPE_KEY,
     )
+
+
+def test_rollback_of_the_exported_objects_moves_ups_server_type_label(tmp_path: Path) -> None:
+    """`tandem rollback --kubernetes` (its Kubernetes target, through the real client) on the
+    objects `tandem export kubernetes` wrote: the pods it restarts carry tandem-server-type
+    (hence up's server_type) of the new stack, and the objects end up as the export with
+    --server-type flask, the restart annotation aside."""
+    pytest.importorskip("kubernetes")
+    exchanges = load("rollback_exported")
+    recorded = {e["id"]: e["response"]["body"] for e in exchanges}
+    # The recording serves the export's own objects (re-record it when the export changes).
+    configmap, deployment = kubernetes.configmap(MODEL), kubernetes.deployment(MODEL, SPEC)
+    assert recorded["configmap-read"]["data"] == configmap["data"]
+    assert recorded["deployment-read"]["spec"] == deployment["spec"]
+    for obj, exported in (
+        (recorded["configmap-read"], configmap),
+        (recorded["deployment-read"], deployment),
+    ):
+        assert {k: obj["metadata"][k] for k in exported["metadata"]} == exported["metadata"]
+
+    sent: dict[str, Any] = {}
+    hooks = {
+        "configmap-patch": lambda body: sent.__setitem__("configmap", body),
+        "restart": lambda body: sent.__setitem__("deployment", body),
+    }
+    out = io.StringIO()
+    with RecordedApiServer(exchanges, hooks) as server:
+        config = write_kubeconfig(tmp_path / "kubeconfig", server.url)
+        target = replace(
+            MODEL.rollback_target(), kubeconfig=str(config), context="recorded", poll_interval=0.05
+        )
+        observed = target.observe()
+        assert (observed.stack, observed.raw) == ("fastapi", configmap["data"][SERVER_TYPE_KEY])
+        target.preflight()
+        target.apply("flask", out)
+        server.assert_complete()
+    stamp = sent["deployment"]["spec"]["template"]["metadata"]["annotations"][
+        kube.RESTARTED_AT_ANNOTATION
+    ]
+    now = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    # One source of truth: what the rollback sent is what the export documents, byte for byte.
+    assert sent == MODEL.level1_patches("flask", now)
+    assert out.getvalue().splitlines()[:2] == [
+        f"PATCH /api/v1/namespaces/ml/configmaps/churn-config: {json.dumps(sent['configmap'])}",
+        f"PATCH /apis/apps/v1/namespaces/ml/deployments/churn: {json.dumps(sent['deployment'])}",
+    ]
+
+    flask = Model(**{**MODEL.__dict__, "server_type": "flask"})
+    assert _merge(configmap, sent["configmap"]) == kubernetes.configmap(flask)
+    patched = _merge(deployment, sent["deployment"])
+    assert _without_restart(patched) == kubernetes.deployment(flask, SPEC)
+    labels = patched["spec"]["template"]["metadata"]["labels"]
+    assert labels[SERVER_TYPE_LABEL] == "flask"
+    # What the API server answered after the restart says the same.
+    assert recorded["status-1"]["spec"]["template"]["metadata"]["labels"] == labels
+    # The PodMonitor's relabeling makes up's server_type of that pod label.
+    (endpoint,) = kubernetes.pod_monitor(MODEL, SPEC)["spec"]["podMetricsEndpoints"]
+    meta = {
+        "__meta_kubernetes_pod_label_" + k.replace("-", "_").replace(".", "_"): v
+        for k, v in labels.items()
+    }
+    made = {r["targetLabel"]: meta[r["sourceLabels"][0]] for r in endpoint["relabelings"]}
+    assert made[SERVER_TYPE_TARGET_LABEL] == "flask"
+
+
+@pytest.mark.skipif(not DRUM_PYTHON.exists(), reason="DRUM is not installed in bench/.drum-venv")
+def test_drum_reads_the_exported_server_type() -> None:
+    """DataRobot's own DRUM reads the value the ConfigMap (and the Argo Rollout's env) holds and
+    the rollback writes; a plain value, which Tandem would take, stops DRUM."""
+    stacks = ("flask", "gunicorn", "fastapi")
+    values = [Model(**{**MODEL.__dict__, "server_type": s}).config_data() for s in stacks]
+    assert [v[SERVER_TYPE_KEY] for v in values] == [kube.server_type_value(s) for s in stacks]
+    values.append({SERVER_TYPE_KEY: "flask"})
+    script = (
+        "import json, os, sys\n"
+        "from datarobot_drum import RuntimeParameters\n"
+        "for value in json.load(sys.stdin):\n"
+        f"    os.environ[{env_name(SERVER_TYPE_KEY)!r}] = value\n"
+        "    try:\n"
+        f"        print(RuntimeParameters.get({SERVER_TYPE_KEY!r}))\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_RUNTIME_PARAM_")}
+    proc = subprocess.run(
+        [str(DRUM_PYTHON), "-c", script],
+        input=json.dumps([v[SERVER_TYPE_KEY] for v in values]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["flask", "gunicorn", "fastapi", "InvalidJsonException"]
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """``tandem export kubernetes``: ConfigMap, Deployment, Service and a Prometheus monitor.
 
-- **ConfigMap** ``<name>-config``: ``DRUM_SERVER_TYPE`` (and any ``--runtime-param``), read by
-  the pods through ``envFrom`` with the ``MLOPS_RUNTIME_PARAM_`` prefix, so the rollback plan's
-  Level 1 is literally ``kubectl patch configmap <name>-config -p
-  '{"data":{"DRUM_SERVER_TYPE":"flask"}}'`` plus a restart (see
-  :meth:`~tandem.export.model.Model.level1_patches`).
+- **ConfigMap** ``<name>-config``: ``DRUM_SERVER_TYPE`` in DRUM's JSON form (``{"type":
+  "string", "payload": "fastapi"}``, which DRUM and Tandem both read) and any
+  ``--runtime-param`` as given, read by the pods through ``envFrom`` with the
+  ``MLOPS_RUNTIME_PARAM_`` prefix, so the rollback plan's Level 1 is a patch of that key plus a
+  restart that also moves the pods' ``tandem-server-type`` label: what
+  :meth:`~tandem.export.model.Model.level1_patches` returns and ``tandem rollback --kubernetes``
+  sends.
 - **Deployment** ``<name>``: the server with ``startupProbe`` on ``/startupz`` (30 × 10 s, the
   migration plan's example), ``livenessProbe`` on ``/livez`` (restarts a pod silent for the
   rollout's ``ping_timeout``) and ``readinessProbe`` on ``/readyz`` (503 while no model is loaded
@@ -23,7 +25,6 @@ import math
 from typing import Any
 
 from tandem.export.model import (
-    CONFIG_DIGEST_ANNOTATION,
     MODEL_LABEL,
     MODEL_TARGET_LABEL,
     SERVER_TYPE_KEY,
@@ -32,6 +33,7 @@ from tandem.export.model import (
     Model,
     env_name,
 )
+from tandem.ops.kube import server_type_value
 from tandem.rollout import promql
 from tandem.rollout.spec import RolloutSpec
 
@@ -78,8 +80,8 @@ def _probe(model: Model, path: str, period: int, failures: int, timeout: int) ->
 
 def container(model: Model, spec: RolloutSpec, server_type_env: bool = False) -> dict[str, Any]:
     """The server container. ``server_type_env``: set ``MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE``
-    in the pod template too (it wins over the ConfigMap's ``envFrom``), so that each revision of
-    an Argo Rollout keeps its own stack."""
+    (DRUM's JSON form, as in the ConfigMap) in the pod template too (it wins over the
+    ConfigMap's ``envFrom``), so that each revision of an Argo Rollout keeps its own stack."""
     env = [
         {"name": "CODE_DIR", "value": model.code_dir},
         {"name": "ADDRESS", "value": f"0.0.0.0:{model.port}"},
@@ -91,7 +93,8 @@ def container(model: Model, spec: RolloutSpec, server_type_env: bool = False) ->
     if model.workers:
         env.append({"name": "MAX_WORKERS", "value": str(model.workers)})
     if server_type_env:
-        env.append({"name": env_name(SERVER_TYPE_KEY), "value": model.server_type})
+        value = server_type_value(model.server_type)
+        env.append({"name": env_name(SERVER_TYPE_KEY), "value": value})
     # Liveness: a pod whose /livez stays silent for the rollout's ping_timeout is restarted.
     live_failures = max(1, math.ceil(spec.triggers.ping_timeout / PROBE_PERIOD))
     return {
@@ -114,10 +117,7 @@ def container(model: Model, spec: RolloutSpec, server_type_env: bool = False) ->
 def pod_template(model: Model, spec: RolloutSpec, server_type_env: bool = False) -> dict[str, Any]:
     """The pod template shared by the Deployment and the Argo Rollout."""
     return {
-        "metadata": {
-            "labels": model.pod_labels(),
-            "annotations": {CONFIG_DIGEST_ANNOTATION: model.config_digest()},
-        },
+        "metadata": model.template_metadata(),
         "spec": {
             "containers": [container(model, spec, server_type_env)],
             # On SIGTERM the server drains in-flight requests for up to 30 s (the

@@ -14,27 +14,29 @@ Labels on every pod:
   label that every exported query selects by;
 - ``tandem-server-type: <stack>``: the ``server_type`` target label of ``up`` (Tandem's own
   metrics carry ``server_type`` themselves; ``up`` only has the target's labels).
+
+The ConfigMap holds ``DRUM_SERVER_TYPE`` in DRUM's JSON form (``{"type": "string", "payload":
+"fastapi"}``): the pods read it as ``MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE``, where DRUM accepts
+nothing else and Tandem reads it too. The value, the label, the digest and the Level-1 Deployment
+patch come from :mod:`tandem.ops.kube`, which ``tandem rollback --kubernetes`` sends them with.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tandem.errors import ConfigError
 from tandem.export.sizing import Resources
+from tandem.ops import kube
+from tandem.ops.kube import CONFIG_DIGEST_ANNOTATION, SERVER_TYPE_LABEL
 from tandem.runtime_params import PREFIX as RUNTIME_PARAM_PREFIX
 from tandem.server_type import DEFAULT_SERVER_TYPE, normalise_server_type
 
 NAME_LABEL = "app.kubernetes.io/name"
 MODEL_LABEL = "tandem-model"
-SERVER_TYPE_LABEL = "tandem-server-type"
-#: Pod-template annotation: a digest of the ConfigMap's data, so that a changed ConfigMap
-#: re-applied with its Deployment restarts the pods (Level 1 in one ``kubectl apply``).
-CONFIG_DIGEST_ANNOTATION = "tandem-config-sha256"
 #: The ConfigMap key the rollback plan's Level 1 changes.
 SERVER_TYPE_KEY = "DRUM_SERVER_TYPE"
 #: Prometheus target labels made from the pod labels by the monitors' relabelings.
@@ -134,39 +136,45 @@ class Model:
 
     def config_data(self, server_type: str | None = None) -> dict[str, str]:
         """The ConfigMap's data: runtime parameters by bare name (the pods get them as
-        ``MLOPS_RUNTIME_PARAM_<NAME>``)."""
-        data = {SERVER_TYPE_KEY: normalise_server_type(server_type or self.server_type)}
+        ``MLOPS_RUNTIME_PARAM_<NAME>``); ``DRUM_SERVER_TYPE`` in DRUM's JSON form
+        (:func:`tandem.ops.kube.server_type_value`), the others as given."""
+        stack = normalise_server_type(server_type or self.server_type)
+        data = {SERVER_TYPE_KEY: kube.server_type_value(stack)}
         data.update(dict(self.runtime_params))
         return data
 
     def config_digest(self, server_type: str | None = None) -> str:
         """SHA-256 of the ConfigMap's data (the pod-template annotation)."""
-        text = json.dumps(self.config_data(server_type), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return kube.config_digest(self.config_data(server_type))
+
+    def template_metadata(self, server_type: str | None = None) -> dict[str, Any]:
+        """The pod template's metadata: the pod labels and the config digest."""
+        return {
+            "labels": self.pod_labels(server_type),
+            "annotations": {CONFIG_DIGEST_ANNOTATION: self.config_digest(server_type)},
+        }
 
     # -- the Level-1 seam ------------------------------------------------------------------
 
-    def level1_patches(self, server_type: str) -> dict[str, dict[str, Any]]:
-        """The rollback plan's Level 1 on the exported objects, as two patches.
+    def level1_patches(
+        self, server_type: str, now: datetime | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The rollback plan's Level 1 on the exported objects, as two patches: exactly what
+        ``tandem rollback --kubernetes`` sends to them (both come from :mod:`tandem.ops.kube`).
 
-        ``configmap``: a merge patch of the ConfigMap's key (the plan's ``kubectl patch
-        configmap``). ``deployment``: a strategic-merge patch of the pod template's server-type
-        label and config digest: applying it restarts the pods (the plan's "restart") and keeps
-        ``up``'s ``server_type`` label true. Deterministic, so a dry run prints what will be sent.
+        ``configmap``: a merge patch of the ConfigMap's key, in DRUM's JSON form (the plan's
+        ``kubectl patch configmap``). ``deployment``:
+        :func:`~tandem.ops.kube.level1_deployment_patch` on the exported pod template, a
+        strategic-merge patch of ``kubectl rollout restart``'s annotation (stamped ``now``,
+        default this instant), the server-type label and the config digest: applying it restarts
+        the pods (the plan's "restart") and keeps ``up``'s ``server_type`` label true.
         """
         stack = normalise_server_type(server_type)
         return {
-            "configmap": {"data": {SERVER_TYPE_KEY: stack}},
-            "deployment": {
-                "spec": {
-                    "template": {
-                        "metadata": {
-                            "labels": {SERVER_TYPE_LABEL: stack},
-                            "annotations": {CONFIG_DIGEST_ANNOTATION: self.config_digest(stack)},
-                        }
-                    }
-                }
-            },
+            "configmap": kube.param_patch(SERVER_TYPE_KEY, kube.server_type_value(stack)),
+            "deployment": kube.level1_deployment_patch(
+                stack, self.template_metadata(), self.config_data(stack), now
+            ),
         }
 
     def rollback_target(self) -> Any:

@@ -10,7 +10,10 @@ Five calls, shared by ``tandem rollback --kubernetes`` and ``tandem fleet --kube
 - :func:`write_param` patches one key of a ConfigMap's ``data``;
 - :func:`restart_deployment` sends the patch ``kubectl rollout restart`` sends: the pod template
   annotation ``kubectl.kubernetes.io/restartedAt``, which makes the Deployment controller replace
-  every pod;
+  every pod; given the stack a Level-1 rollback moves to, the Level-1 patch of
+  :func:`level1_deployment_patch` instead (the same annotation, plus the pod labels and
+  annotations ``tandem export kubernetes`` derives from the stack, when the pod template has
+  them);
 - :func:`wait_rollout` waits as ``kubectl rollout status`` does: the spec change observed
   (``status.observedGeneration``), every replica updated, no old replica left, every updated
   replica available; a ``ProgressDeadlineExceeded`` condition fails at once.
@@ -20,6 +23,19 @@ Patches are strategic merge patches (``application/strategic-merge-patch+json``,
 it merges exactly as a JSON merge patch would) and carry ``fieldManager=tandem``, so the
 objects' ``managedFields`` name Tandem as the writer. :func:`write_param` and
 :func:`restart_deployment` return the exact body they send.
+
+**The Level-1 seam**, shared with ``tandem export kubernetes`` (:mod:`tandem.export.model`), so
+that a rollback and the exported objects never disagree:
+
+- :func:`server_type_value` is ``DRUM_SERVER_TYPE`` as a ConfigMap holds it: DRUM's JSON form
+  ``{"type": "string", "payload": "flask"}``, the only form DRUM itself accepts in
+  ``MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE`` (a plain value stops it at start-up) and one Tandem
+  reads too; :func:`param_payload` reads either form back;
+- :func:`level1_deployment_patch` is the Deployment patch of a Level-1 rollback: the restart
+  annotation and, when the pod template carries them, the ``tandem-server-type`` label (which the
+  exported Pod/ServiceMonitor turns into ``up``'s ``server_type``) set to the new stack and the
+  ``tandem-config-sha256`` annotation set to the digest of the ConfigMap's new data
+  (:func:`config_digest`).
 
 **Dry run** (``dry_run=True``): nothing is sent, not even a read, and ``api`` may be ``None``.
 The API server's own ``dryRun=All`` was not used: a dry run must work before any credentials
@@ -36,16 +52,26 @@ server answered and, for 401/403/404, what to check.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tandem.errors import RuntimeParameterError
+from tandem.runtime_params import parse_value
+
 #: The pod-template annotation ``kubectl rollout restart`` sets.
 RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+#: The pod-template label that names the stack (``tandem export kubernetes`` sets it; the exported
+#: Pod/ServiceMonitor makes it the ``server_type`` target label of ``up``).
+SERVER_TYPE_LABEL = "tandem-server-type"
+#: The pod-template annotation ``tandem export kubernetes`` sets to :func:`config_digest` of the
+#: ConfigMap's data, so that a changed ConfigMap re-applied with its Deployment restarts the pods.
+CONFIG_DIGEST_ANNOTATION = "tandem-config-sha256"
 #: ``fieldManager`` of every patch (recorded in the objects' ``managedFields``).
 FIELD_MANAGER = "tandem"
 #: The content type of every patch (the client sends it for a dict body).
@@ -254,14 +280,94 @@ def restart_patch(now: datetime | None = None) -> dict[str, Any]:
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: stamp}}}}}
 
 
-def restart_deployment(api: Any, namespace: str, deployment: str, dry_run: bool) -> dict[str, Any]:
+def server_type_value(stack: str) -> str:
+    """``DRUM_SERVER_TYPE`` as a ConfigMap (or a container's ``env``) holds it: DRUM's JSON form.
+
+    ``{"type": "string", "payload": "flask"}``: what DRUM requires in
+    ``MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE`` and what Tandem reads there and in a bare
+    ``DRUM_SERVER_TYPE`` (:func:`tandem.runtime_params.parse_value`).
+    """
+    return json.dumps({"type": "string", "payload": stack})
+
+
+def param_payload(value: str) -> str:
+    """A runtime parameter's value as written, read back: the JSON form's ``payload``, or the
+    plain value (what Tandem accepts besides DRUM's form). Never fails: a value that is neither
+    is returned as it is."""
+    try:
+        payload = parse_value("", value)
+    except RuntimeParameterError:
+        return value
+    return value if payload is None else str(payload)
+
+
+def config_digest(data: Mapping[str, str]) -> str:
+    """SHA-256 of a ConfigMap's ``data`` (the :data:`CONFIG_DIGEST_ANNOTATION` value)."""
+    text = json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def template_metadata(deployment: Any) -> dict[str, Any]:
+    """The pod template's ``metadata`` of a Deployment object (empty when it has none)."""
+    spec = deployment.get("spec") if isinstance(deployment, dict) else None
+    template = spec.get("template") if isinstance(spec, dict) else None
+    metadata = template.get("metadata") if isinstance(template, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def level1_deployment_patch(
+    stack: str | None,
+    metadata: Mapping[str, Any] | None = None,
+    config_data: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The Deployment patch of a Level-1 rollback to ``stack``: one source for ``tandem rollback
+    --kubernetes`` and ``tandem export kubernetes``'s documented Level 1.
+
+    Always :func:`restart_patch` (``now``), which makes the Deployment controller replace every
+    pod. ``metadata`` is the pod template's metadata as it is now; when its labels carry
+    :data:`SERVER_TYPE_LABEL` (as exported Deployments do) and ``stack`` is given, the patch sets
+    it to ``stack``, so that the new pods, and ``up``'s ``server_type`` in Prometheus, name the
+    stack they run. When its annotations carry :data:`CONFIG_DIGEST_ANNOTATION` and
+    ``config_data`` (the ConfigMap's data after the change) is given, the patch sets it to that
+    data's :func:`config_digest`. Nothing else is added: a Deployment Tandem did not export gets
+    exactly ``kubectl rollout restart``'s patch.
+    """
+    patch = restart_patch(now)
+    template = patch["spec"]["template"]["metadata"]
+    metadata = metadata or {}
+    labels = metadata.get("labels")
+    annotations = metadata.get("annotations")
+    if (
+        config_data is not None
+        and isinstance(annotations, Mapping)
+        and CONFIG_DIGEST_ANNOTATION in annotations
+    ):
+        template["annotations"][CONFIG_DIGEST_ANNOTATION] = config_digest(config_data)
+    if stack is not None and isinstance(labels, Mapping) and SERVER_TYPE_LABEL in labels:
+        template["labels"] = {SERVER_TYPE_LABEL: stack}
+    return patch
+
+
+def restart_deployment(
+    api: Any,
+    namespace: str,
+    deployment: str,
+    dry_run: bool,
+    *,
+    stack: str | None = None,
+    config_data: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Restart every pod of a Deployment as ``kubectl rollout restart`` does; return the patch.
 
     Reads the Deployment first and refuses a paused one, as kubectl does (its pods would not be
-    replaced). With ``dry_run`` nothing is sent and ``api`` may be ``None``.
+    replaced). The patch is :func:`level1_deployment_patch` for ``stack`` and ``config_data``
+    on the pod template just read: with neither given (``tandem fleet``), exactly kubectl's. With
+    ``dry_run`` nothing is sent (not even the read) and ``api`` may be ``None``: the patch
+    returned is then kubectl's restart alone, the pod template being unknown.
     """
     if dry_run:
-        return restart_patch()
+        return level1_deployment_patch(stack, None, config_data)
     client, _ = _client_modules()
     apps = client.AppsV1Api(api)
     where = f"deployment {deployment} in namespace {namespace}"
@@ -271,7 +377,7 @@ def restart_deployment(api: Any, namespace: str, deployment: str, dry_run: bool)
             f"cannot restart {where}: it is paused, so its pods would not be replaced "
             f"(kubectl rollout resume deployment/{deployment} --namespace {namespace} first)"
         )
-    patch = restart_patch()
+    patch = level1_deployment_patch(stack, template_metadata(current), config_data)
     _call(
         f"PATCH {where}",
         api,

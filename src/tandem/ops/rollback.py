@@ -8,8 +8,11 @@ minutes) as one operation:
    and ask for confirmation (``dry_run`` stops here, changing nothing and contacting no cluster);
 3. change the variable and restart: an env file is rewritten atomically with a timestamped backup
    and the restart command runs; on Kubernetes (:mod:`tandem.ops.kube`, the official client) the
-   ConfigMap key is patched, the Deployment restarted as ``kubectl rollout restart`` does and its
-   rollout awaited as ``kubectl rollout status`` does;
+   ConfigMap key is patched (to DRUM's JSON form, which DRUM and Tandem both read), the
+   Deployment restarted as ``kubectl rollout restart`` does, with its ``tandem-server-type`` pod
+   label (``up``'s ``server_type``) and config digest brought along when it has them
+   (:func:`tandem.ops.kube.level1_deployment_patch`), and its rollout awaited as ``kubectl rollout
+   status`` does;
 4. wait until the server is ready on the new stack (``/readyz``, then ``/ping``, then ``/info/``
    reporting it), which gives the time to recovery;
 5. run :func:`tandem.ops.verify.run_checks` with the new stack expected.
@@ -170,9 +173,12 @@ class KubernetesTarget:
     """A Deployment whose pods read ``DRUM_SERVER_TYPE`` from a ConfigMap.
 
     Talks to the Kubernetes API through :mod:`tandem.ops.kube` (the official Python client): the
-    kubeconfig's ``context`` (or, in a pod, the service account), patches the ConfigMap key,
-    restarts the Deployment as ``kubectl rollout restart`` does and waits as ``kubectl rollout
-    status`` does. A dry run contacts nothing.
+    kubeconfig's ``context`` (or, in a pod, the service account), patches the ConfigMap key to
+    :func:`~tandem.ops.kube.server_type_value` (DRUM's JSON form; the current value is read in
+    either form), restarts the Deployment with
+    :func:`~tandem.ops.kube.level1_deployment_patch` (``kubectl rollout restart``'s annotation,
+    plus the ``tandem-server-type`` label and config digest when its pod template has them) and
+    waits as ``kubectl rollout status`` does. A dry run contacts nothing.
     """
 
     namespace: str
@@ -218,7 +224,7 @@ class KubernetesTarget:
         if value is None:
             return Observation(None, f"ConfigMap {self.configmap} has no key {self.key}")
         return Observation(
-            normalize_stack(_payload(value)),
+            normalize_stack(kube.param_payload(value)),
             f"ConfigMap {self.configmap} sets {self.key}={value}",
             value,
         )
@@ -241,18 +247,24 @@ class KubernetesTarget:
             )
 
     def patches(self, stack: str) -> list[tuple[str, str, dict[str, Any]]]:
-        """``(method, path, body)`` of each patch the rollback sends, in order."""
+        """``(method, path, body)`` of each patch the rollback sends, in order.
+
+        The Deployment's is the one sent to a pod template without Tandem's label and digest
+        annotation (:meth:`plan` says what is added when they are there: the template is only
+        read just before the restart).
+        """
         query = f"?fieldManager={kube.FIELD_MANAGER}"
+        value = kube.server_type_value(stack)
         return [
             (
                 "PATCH",
                 kube.configmap_path(self.namespace, self.configmap) + query,
-                kube.write_param(None, self.namespace, self.configmap, self.key, stack, True),
+                kube.write_param(None, self.namespace, self.configmap, self.key, value, True),
             ),
             (
                 "PATCH",
                 kube.deployment_path(self.namespace, self.deployment) + query,
-                kube.restart_deployment(None, self.namespace, self.deployment, True),
+                kube.restart_deployment(None, self.namespace, self.deployment, True, stack=stack),
             ),
         ]
 
@@ -262,32 +274,45 @@ class KubernetesTarget:
         lines = [f"Will send to the Kubernetes API{at}, as {kube.PATCH_CONTENT_TYPE}:"]
         for method, path, body in self.patches(stack):
             lines += [f"  {method} {path}", f"    {json.dumps(body)}"]
+        label = {"spec": {"template": {"metadata": {"labels": {kube.SERVER_TYPE_LABEL: stack}}}}}
         lines += [
             f"  and wait until deployment/{self.deployment} has rolled out (as kubectl rollout "
             f"status does; up to {self.rollout_timeout:g} s).",
-            "  The restart's restartedAt is stamped when it is sent.",
+            "  The restart's restartedAt is stamped when it is sent. The Deployment is read just "
+            "before:",
+            f"  if its pod template has the label {kube.SERVER_TYPE_LABEL} (as `tandem export "
+            "kubernetes` writes it, for up's server_type), the same patch also sets it:",
+            f"    {json.dumps(label)}",
+            f"  and if it has the annotation {kube.CONFIG_DIGEST_ANNOTATION}, sets that to the "
+            "digest of the ConfigMap's new data.",
         ]
         return lines
 
     def apply(self, stack: str, out: TextIO) -> None:
         """Patch the ConfigMap, restart the Deployment and wait for its rollout."""
         api = self._client()
+        current = self.read()
         configmap_path = kube.configmap_path(self.namespace, self.configmap)
+        value = kube.server_type_value(stack)
         try:
             patch = kube.write_param(
-                api, self.namespace, self.configmap, self.key, stack, dry_run=False
+                api, self.namespace, self.configmap, self.key, value, dry_run=False
             )
         except kube.KubeError as exc:
             raise RollbackError(f"{exc}. Nothing was changed.") from None
         print(f"PATCH {configmap_path}: {json.dumps(patch)}", file=out, flush=True)
-        changed = f"ConfigMap {self.configmap} already sets {self.key}={stack}"
+        changed = f"ConfigMap {self.configmap} already sets {self.key} to {stack}"
+        data = {**current, self.key: value}
         try:
-            patch = kube.restart_deployment(api, self.namespace, self.deployment, dry_run=False)
+            patch = kube.restart_deployment(
+                api, self.namespace, self.deployment, dry_run=False, stack=stack, config_data=data
+            )
         except kube.KubeError as exc:
             raise RollbackError(
                 f"restart failed: {exc}. {changed}; restart the pods to apply it "
                 f"(kubectl rollout restart deployment/{self.deployment} "
-                f"--namespace {self.namespace})"
+                f"--namespace {self.namespace}), and set the pod template's "
+                f"{kube.SERVER_TYPE_LABEL} label to {stack} if it has one"
             ) from None
         deployment_path = kube.deployment_path(self.namespace, self.deployment)
         print(f"PATCH {deployment_path}: {json.dumps(patch)}", file=out, flush=True)
@@ -306,17 +331,6 @@ class KubernetesTarget:
                 f"pods are not ready: kubectl describe deployment/{self.deployment} "
                 f"--namespace {self.namespace}"
             ) from None
-
-
-def _payload(value: str) -> str:
-    """A runtime parameter value: DRUM's JSON form's payload, or the plain value."""
-    try:
-        doc = json.loads(value)
-    except ValueError:
-        return value
-    if isinstance(doc, dict) and "payload" in doc:
-        return str(doc["payload"])
-    return value
 
 
 Target = EnvFileTarget | KubernetesTarget

@@ -26,9 +26,11 @@ Targets:
       file atomically, keeping every other line and a timestamped backup, then run CMD
   --kubernetes --namespace N --configmap NAME --deployment NAME --url URL
       through the Kubernetes API (the official Python client; kubeconfig, or the pod's service
-      account in a pod): patch the ConfigMap key, restart the deployment as `kubectl rollout
-      restart` does, wait for the rollout as `kubectl rollout status` does, then verify
-      through URL; --dry-run prints the exact patches (JSON) and contacts no cluster
+      account in a pod): patch the ConfigMap key (DRUM's JSON form), restart the deployment
+      as `kubectl rollout restart` does (also moving its pods' tandem-server-type label and
+      config digest, as `tandem export kubernetes` writes them, when it has them), wait for
+      the rollout as `kubectl rollout status` does, then verify through URL; --dry-run prints
+      the exact patches (JSON) and contacts no cluster
 
 It refuses when the target already runs the requested stack, prints what it will change first
 and asks for confirmation on a terminal (--yes skips the question; --dry-run only prints).
