@@ -85,10 +85,13 @@ def prometheus(
     scrape: dict[str, str | tuple[str, dict[str, str]]] | None = None,
     alertmanager_url: str | None = None,
     query_log: bool = False,
+    file_sd: dict[str, Path] | None = None,
 ) -> Iterator[str]:
     """A Prometheus evaluating ``rules`` every second and scraping ``scrape`` every second
-    (job -> ``host:port``, or ``(host:port, target labels)``); with ``query_log``, every query
-    it answers is logged to ``workdir/queries.log`` (one JSON object a line)."""
+    (job -> ``host:port``, or ``(host:port, target labels)``), and the targets of each
+    ``file_sd`` job's file (job -> path; the file may appear and change later: Prometheus
+    watches it and applies a change within its ~5 s discovery interval); with ``query_log``,
+    every query it answers is logged to ``workdir/queries.log`` (one JSON object a line)."""
     assert PROMETHEUS, "prometheus is not installed (.ci/run installs it)"
     workdir.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
@@ -103,6 +106,10 @@ def prometheus(
                 ],
             }
             for job, target in (scrape or {}).items()
+        ]
+        + [
+            {"job_name": job, "file_sd_configs": [{"files": [str(path)], "refresh_interval": "1s"}]}
+            for job, path in (file_sd or {}).items()
         ],
     }
     if query_log:

@@ -148,9 +148,11 @@ class FakePlace:
 
 
 class FakeMetrics:
-    """Both sides healthy and busy unless the test says otherwise."""
+    """Both sides healthy and busy unless the test says otherwise; no Flask series at all while
+    no deployment of the world is on Flask (as Prometheus at 100 %)."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: World | None = None) -> None:
+        self.world = world
         self.candidate_errors = 0
         self.candidate_p99 = 0.010
         self.candidate_up: bool | None = True
@@ -161,6 +163,8 @@ class FakeMetrics:
         if side == "candidate":
             win = SideWindow(1000, self.candidate_errors, self.candidate_p99)
             return SideReading(win, win, 200 * 1024 * 1024, 0, self.candidate_up)
+        if self.world is not None and self.world.on_fastapi() == set(self.world.deployments):
+            return SideReading(SideWindow(), SideWindow(), None, 0, None)
         win = SideWindow(1000, 0, 0.010)
         return SideReading(win, win, 200 * 1024 * 1024, 0, True)
 
@@ -213,7 +217,7 @@ def make_rig(
 ) -> Rig:
     world = world or World()
     clock = Clock()
-    metrics = FakeMetrics()
+    metrics = FakeMetrics(world)
     notes: list[str] = []
     published: list[dict[str, str | None]] = []
     store = store or RolloutStore(tmp_path / "fleet.db")

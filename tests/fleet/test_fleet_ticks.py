@@ -74,6 +74,9 @@ def test_a_healthy_fleet_walks_every_step_restarting_only_the_deployments_that_m
             # Every deployment carries the fleet's percentage, whether it restarted or not.
             assert {d.percent for d in world.deployments.values()} == {f"{status.weight:g}"}
     assert status.phase == Phase.PROMOTED
+    # At 100 % no deployment is left on Flask: judged against the 50 % step's Flask side.
+    promoted = rig.decisions("promote")[-1]
+    assert promoted.numbers["memory_increase"] == 0.0 and promoted.numbers["p99_increase"] == 0.0
     assert [w for w, _ in seen] == [5.0, 10.0, 25.0, 50.0, 100.0]
     for weight, on in seen:
         assert on == {i for i, b in IDS.items() if b < weight}
@@ -205,7 +208,9 @@ def test_a_gradual_trigger_walks_the_reduction_table_down_to_zero(rig: Rig) -> N
     before = {i: d.restarts for i, d in world.deployments.items()}
     rig.metrics.candidate_p99 = 0.100  # P99 +900 %: gradual
     moves: list[tuple[float, set[str]]] = []
-    while not status.phase.is_terminal:
+    for _ in range(200):
+        if status.phase.is_terminal:
+            break
         on = world.on_fastapi()
         rig.clock.now += SPEC.interval
         status = rig.controller.tick(status)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Protocol
 
 from tandem.fleet.plan import BASELINE, CANDIDATE, StepPlan, plan_steps
@@ -94,7 +94,9 @@ class FleetController:
         self.last_ping: float | None = clock()
         """The fleet starts watching now: a FastAPI deployment already down gets the timeout."""
         self.rss_history: deque[tuple[float, float]] = deque()
-        self.reference_baseline: SideWindow | None = None
+        self.reference: dict[str, Any] | None = store.get_json("fleet_reference")
+        """The last step's Flask side (``window`` and ``rss``) with enough evidence: what the
+        100 % step is judged against, when no deployment is left on Flask."""
         step = store.get_json("fleet_step") or {}
         self.step_percent: float | None = step.get("percent")
         self.step_failures: list[str] = list(step.get("failures") or [])
@@ -256,23 +258,31 @@ class FleetController:
             horizon = max(2 * spec.triggers.leak_min_span, 3600.0)
             while self.rss_history and self.rss_history[0][0] < now - horizon:
                 self.rss_history.popleft()
+        baseline = readings["baseline"].window
         step_baseline = readings["baseline"].step
-        if step_baseline.requests >= spec.min_samples:
-            self.reference_baseline = step_baseline
-        elif status.weight >= 100.0 and self.reference_baseline is not None:
-            # At 100 % no deployment is on Flask: judge against the last full step's baseline.
-            step_baseline = self.reference_baseline
+        baseline_rss = readings["baseline"].rss
+        if step_baseline.requests >= spec.min_samples and baseline_rss is not None:
+            reference = {"window": asdict(step_baseline), "rss": baseline_rss}
+            if reference != self.reference:
+                self.reference = reference
+                self.store.set_json("fleet_reference", reference)
+        elif status.weight >= 100.0 and self.reference:
+            # At 100 % no deployment is left on Flask: the step and the triggers compare with
+            # the last step's Flask side, its traffic and its memory (kept in the state, so a
+            # resumed fleet has it too).
+            step_baseline = baseline = SideWindow(**self.reference["window"])
+            baseline_rss = self.reference["rss"]
         self._shares(now)
         traces = self.metrics.traces("candidate", now, spec.window, spec.triggers.trace_export_lag)
         alerts = security_alerts(self.store, spec, status.started_at)
         failures = self.step_failures if self.step_percent == status.weight else []
         return Observations(
             now=now,
-            baseline=readings["baseline"].window,
+            baseline=baseline,
             candidate=readings["candidate"].window,
             step_baseline=step_baseline,
             step_candidate=readings["candidate"].step,
-            baseline_rss=readings["baseline"].rss,
+            baseline_rss=baseline_rss,
             candidate_rss=candidate_rss,
             candidate_rss_history=tuple(self.rss_history),
             candidate_oom_kills=readings["candidate"].oom_kills,
