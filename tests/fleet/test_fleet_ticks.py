@@ -345,3 +345,23 @@ def test_status_rows_show_every_deployment(rig: Rig) -> None:
     assert rows["fleet-17"]["verification"]["passed"]
     assert rows["fleet-17"]["share"] == 0.75 and rows["fleet-28"]["requests"] == 100
     assert rows["fleet-02"]["side"] == "flask" and rows["fleet-02"]["share"] == 0.0
+
+
+def test_the_dashboard_shows_the_fleets_deployments(rig: Rig) -> None:
+    import httpx
+
+    from tandem.fleet.dashboard import DashboardServer
+
+    rig.controller.initial_status()
+    rig.tick(2)
+    server = DashboardServer(rig.store.path).start()
+    try:
+        doc = httpx.get(server.url + "api/dashboard", timeout=5).json()
+        page = httpx.get(server.url, timeout=5).text
+    finally:
+        server.stop()
+    assert doc["status"]["weight"] == 5.0 and doc["router"] is None
+    assert {row["id"] for row in doc["fleet"]} == set(IDS)
+    assert [d["action"] for d in doc["decisions"]][:2] == ["start", "apply"]
+    assert doc["observations"][-1]["fleet"] == {"fastapi": 1, "flask": 7}
+    assert 'id="fleet-section"' in page and "renderFleet" in page

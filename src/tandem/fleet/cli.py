@@ -75,6 +75,13 @@ def add_parser(sub: Any) -> None:
         "--kube-context", default=None, help="kubeconfig context for Kubernetes deployments"
     )
     start.add_argument(
+        "--dashboard-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the rollout dashboard with the fleet's deployments here (read-only, no "
+        "authentication: keep it on loopback)",
+    )
+    start.add_argument(
         "--dry-run",
         action="store_true",
         help="print which deployments move at each step (and the ConfigMap patches); change "
@@ -345,12 +352,25 @@ def _run_locked(args: argparse.Namespace) -> int:
         flush=True,
     )
 
+    dashboard = None
+    if args.dashboard_address:
+        from tandem.fleet.dashboard import DashboardServer
+        from tandem.rollout.cli import _hostport
+
+        host, port = _hostport(args.dashboard_address, "--dashboard-address")
+        dashboard = DashboardServer(Path(args.state).resolve(), host, port).start()
+        print(f"fleet: dashboard on {dashboard.url}", flush=True)
+
     def stop(*_: Any) -> None:
         controller.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    status = controller.run()
+    try:
+        status = controller.run()
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
     print(f"fleet stopped: {status.phase.value} at {status.weight:g}%", flush=True)
     return EXIT_PROMOTED if status.phase.value == "promoted" else EXIT_NOT_PROMOTED
 

@@ -1,4 +1,6 @@
-"""The rollout dashboard: a self-contained status page served by the router's admin listener.
+"""The rollout dashboard: a self-contained status page served by the router's admin listener
+(and, for ``tandem fleet``, by ``tandem fleet start --dashboard-address``, with a table of the
+fleet's deployments).
 
 ``GET /`` (on the admin address) is one HTML page with inline JavaScript and SVG charts (no CDN,
 no libraries). While open it fetches ``GET /api/dashboard`` every 1.5 s and shows the current
@@ -46,6 +48,9 @@ the JSON and ignored by the page.
       "decisions": [{"seq", "at", "phase", "action", "rule", "from_weight", "to_weight",
                      "reason", "numbers"}, ...],     # the latest 500, oldest first
       "observations": [{"at", "weight", ...doc...}, ...],   # the latest 2000, oldest first
+      "fleet": [{"id", "url", "bucket", "side", "desired", "health", "held_at",
+                 "verification": {"at", "expect", "passed", "summary"} | null,
+                 "requests", "share", ...}, ...] | null,   # tandem fleet's deployments
       "router": {                                    # live, from the router's statistics
         "routing": {"weight_bp", "mirror_rate", "version", "applied_at"},
         "effective_weight_bp": int, "candidate_down": bool, "uptime_s": float,
@@ -136,6 +141,7 @@ def build_dashboard(
         "decisions": [],
         "observations": [],
         "router": summarize_router(router_stats) if router_stats else None,
+        "fleet": None,
     }
     if store_path is None or not store_path.exists():
         return doc
@@ -149,6 +155,10 @@ def build_dashboard(
             doc["spec"] = store.get_json("spec")
             doc["decisions"] = _all_decisions(store, max_decisions)
             doc["observations"] = store.observations(limit=max_observations)
+            if store.get_json("fleet") is not None:
+                from tandem.fleet.controller import status_rows
+
+                doc["fleet"] = status_rows(store)
         finally:
             store.close()
     except Exception as exc:  # the page shows the error instead of failing
