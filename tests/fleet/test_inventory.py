@@ -328,3 +328,17 @@ def test_a_new_fleet_needs_an_inventory_and_prometheus(
     assert "needs --prometheus-url" in capsys.readouterr().err
     assert main(["fleet", "status", "--state", str(tmp_path / "s.db")]) == 1
     assert main(["fleet", "pause", "--state", str(tmp_path / "s.db")]) == 1
+
+
+def test_rollout_and_fleet_refuse_each_others_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tandem.rollout.store import RolloutStore
+
+    fleet_state, rollout_state = tmp_path / "fleet.db", tmp_path / "rollout.db"
+    RolloutStore(fleet_state).set_json("fleet", {"members": []})
+    RolloutStore(rollout_state).set_json("deployment", {"code_dir": None})
+    assert main(["rollout", "start", "--state", str(fleet_state)]) == 1
+    assert "holds a fleet rollout" in capsys.readouterr().err
+    assert main(["fleet", "start", "--state", str(rollout_state)]) == 1
+    assert "holds a `tandem rollout`" in capsys.readouterr().err

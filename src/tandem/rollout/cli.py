@@ -430,6 +430,8 @@ def _run_locked(args: argparse.Namespace) -> int:
         overrides["steps"] = [float(s) for s in str(args.steps).split(",") if s.strip()]
     pager = _pager(args)  # refused before anything starts, like every other bad flag
     store = _store(args.state)
+    if store.get_json("fleet") is not None:
+        raise ConfigError(f"{args.state} holds a fleet rollout: `tandem fleet start` runs it")
     saved = store.get_json("deployment")
     saved_spec = store.get_json("spec")
     # A resumed rollout keeps its recorded spec; only what this command line states changes it.
