@@ -342,3 +342,32 @@ def test_rollout_and_fleet_refuse_each_others_state(
     assert "holds a fleet rollout" in capsys.readouterr().err
     assert main(["fleet", "start", "--state", str(rollout_state)]) == 1
     assert "holds a `tandem rollout`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (["--file-sd-label", "server_type=x"], "the fleet's own label"),
+        (["--file-sd-label", "bad-name=x"], "not a Prometheus label name"),
+        (["--max-unavailable", "0"], "--max-unavailable must be at least 1"),
+    ],
+)
+def test_bad_start_flags_are_refused_before_anything_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str], message: str
+) -> None:
+    env = _env(tmp_path, "a", "MLOPS_DEPLOYMENT_ID=a\n")
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "deployments": [
+                    {"id": "a", "url": "http://a:1", "env_file": str(env), "restart_cmd": "false"}
+                ]
+            }
+        )
+    )
+    argv = ["fleet", "start", "--state", str(tmp_path / "s.db"), "--inventory", str(inventory)]
+    argv += ["--prometheus-url", "http://127.0.0.1:9", *flag]
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+    assert env.read_text() == "MLOPS_DEPLOYMENT_ID=a\n"

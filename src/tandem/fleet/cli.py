@@ -136,11 +136,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _labels(items: list[str] | None) -> dict[str, str] | None:
+    """``--file-sd-label`` pairs, refused where Prometheus would refuse the whole file."""
     if items is None:
         return None
+    import re
+
+    from tandem.errors import ConfigError
     from tandem.rollout.cli import _pairs
 
-    return _pairs(items, "--file-sd-label")
+    labels = _pairs(items, "--file-sd-label")
+    for name in labels:
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name) or name.startswith("__"):
+            raise ConfigError(f"--file-sd-label {name!r} is not a Prometheus label name")
+        if name in ("server_type", "deployment_id"):
+            raise ConfigError(f"--file-sd-label {name!r} is the fleet's own label")
+    return labels
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -293,7 +303,11 @@ def _run_locked(args: argparse.Namespace) -> int:
     labels = _labels(args.file_sd_label)
     if labels is None:
         labels = (saved or {}).get("file_sd_labels") or {}
-    max_unavailable = args.max_unavailable or (saved or {}).get("max_unavailable") or 1
+    max_unavailable = (
+        args.max_unavailable
+        if args.max_unavailable is not None
+        else (saved or {}).get("max_unavailable") or 1
+    )
     if max_unavailable < 1:
         raise ConfigError("--max-unavailable must be at least 1")
     places = _places(inventory, args.kube_context)
