@@ -153,6 +153,8 @@ class FakeMetrics:
 
     def __init__(self, world: World | None = None) -> None:
         self.world = world
+        self.flask_leftovers = 3
+        """Reads at 100 % that still show Flask series (Prometheus' discovery lag)."""
         self.candidate_errors = 0
         self.candidate_p99 = 0.010
         self.candidate_up: bool | None = True
@@ -164,6 +166,10 @@ class FakeMetrics:
             win = SideWindow(1000, self.candidate_errors, self.candidate_p99)
             return SideReading(win, win, 200 * 1024 * 1024, 0, self.candidate_up)
         if self.world is not None and self.world.on_fastapi() == set(self.world.deployments):
+            if self.flask_leftovers > 0:  # relabelling lags: moved deployments still "flask"
+                self.flask_leftovers -= 1
+                leftover = SideWindow(60, 0, None)
+                return SideReading(leftover, leftover, 150 * 1024 * 1024, 0, True)
             return SideReading(SideWindow(), SideWindow(), None, 0, None)
         win = SideWindow(1000, 0, 0.010)
         return SideReading(win, win, 200 * 1024 * 1024, 0, True)

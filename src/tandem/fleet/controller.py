@@ -261,17 +261,23 @@ class FleetController:
         baseline = readings["baseline"].window
         step_baseline = readings["baseline"].step
         baseline_rss = readings["baseline"].rss
-        if step_baseline.requests >= spec.min_samples and baseline_rss is not None:
+        if status.weight >= 100.0:
+            # At 100 % no deployment is left on Flask (what Prometheus still files under flask
+            # is its last scrapes, or a moved deployment before discovery relabels it): the step
+            # and the triggers compare with the last step's Flask side, its traffic and its
+            # memory (kept in the state, so a resumed fleet has it too).
+            if self.reference:
+                step_baseline = baseline = SideWindow(**self.reference["window"])
+                baseline_rss = self.reference["rss"]
+        elif (
+            step_baseline.requests >= spec.min_samples
+            and step_baseline.p99 is not None
+            and baseline_rss is not None
+        ):
             reference = {"window": asdict(step_baseline), "rss": baseline_rss}
             if reference != self.reference:
                 self.reference = reference
                 self.store.set_json("fleet_reference", reference)
-        elif status.weight >= 100.0 and self.reference:
-            # At 100 % no deployment is left on Flask: the step and the triggers compare with
-            # the last step's Flask side, its traffic and its memory (kept in the state, so a
-            # resumed fleet has it too).
-            step_baseline = baseline = SideWindow(**self.reference["window"])
-            baseline_rss = self.reference["rss"]
         self._shares(now)
         traces = self.metrics.traces("candidate", now, spec.window, spec.triggers.trace_export_lag)
         alerts = security_alerts(self.store, spec, status.started_at)
