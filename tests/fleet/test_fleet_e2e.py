@@ -54,8 +54,10 @@ FAULTY = "fleet-17"
 RESTART = Path(__file__).with_name("restart_server.py")
 CSV = b"a,b,c\n1,2,3\n4,5,6\n"
 
-#: Compressed: seconds instead of minutes. Latency and memory limits are wide (P99 over a few
-#: hundred requests on two shared cores is scheduling noise); the error rules are the seed's.
+#: Compressed: seconds instead of minutes. Latency and memory limits are wide: P99 over a few
+#: hundred requests on two shared cores is scheduling noise, and RSS "per worker" counts the
+#: FastAPI stack's supervisor with its one worker (+90 % over Flask's single process here). The
+#: error rules are the seed's.
 SPEC: dict[str, Any] = {
     "steps": [5, 25, 50, 100],
     "step_hold": "4s",
@@ -64,14 +66,14 @@ SPEC: dict[str, Any] = {
     "min_samples": 20,
     "reduction_wait": "4s",
     "criteria": {
-        5: {"max_error_rate": 0.001, "max_p99_increase": 10.0, "max_memory_increase": 1.0}
+        5: {"max_error_rate": 0.001, "max_p99_increase": 10.0, "max_memory_increase": 2.0}
     },
     "triggers": {
         "ping_timeout": "15s",
         "leak_min_span": "30s",
         "leak_warmup": "10s",
         "p99_increase": 10.0,
-        "memory_increase": 2.0,
+        "memory_increase": 3.0,
         "consecutive": 2,
         "rss_growth_per_hour": 50.0,
     },
