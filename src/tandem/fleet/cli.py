@@ -443,6 +443,8 @@ def status_document(state: str) -> dict[str, Any]:
     from tandem.fleet.controller import status_rows
     from tandem.rollout.cli import _store
 
+    if not Path(state).exists():  # not created by asking
+        return {"status": None, "deployments": []}
     store = _store(state)
     try:
         status = store.load_status()
@@ -474,6 +476,7 @@ def _verification_cell(row: dict[str, Any]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tandem.rollout.cli import _when
@@ -509,29 +512,31 @@ def _status(args: argparse.Namespace) -> int:
             share = row.get("share")
             held = f" (held at {row['held_at']:g}%)" if row.get("held_at") is not None else ""
             table.add_row(
-                row["id"],
+                escape(row["id"]),
                 f"{row.get('bucket', 0):.2f}",
                 str(row.get("side") or "?") + held,
                 str(row.get("desired") or "?"),
                 str(row.get("health") or "?"),
-                _verification_cell(row),
+                escape(_verification_cell(row)),
                 "—" if share is None else f"{share:.1%}",
                 "—" if row.get("requests") is None else str(row["requests"]),
             )
         console.print(table)
         console.print(
             f"phase {st['phase']}, percentage {st['weight']:g}%, step {st['step_index']}, "
-            f"{doc['time_in_step_s']:.0f}s in step"
+            f"{doc['time_in_step_s']:.0f}s in step",
+            markup=False,
         )
         last = doc["last_decision"]
         if last:
             console.print(
                 f"last decision {_when(last['at'])} {last['action']} [{last['rule']}]: "
-                f"{last['reason']}"
+                f"{last['reason']}",
+                markup=False,
             )
         latest = doc["latest"] or {}
         if latest.get("reason"):
-            console.print(f"next: {latest['reason']}")
+            console.print(f"next: {latest['reason']}", markup=False)
         if not args.watch:
             return 0
         time.sleep(1.0)
@@ -542,6 +547,9 @@ def _command(args: argparse.Namespace) -> int:
     from tandem.rollout.cli import _store
     from tandem.rollout.store import StateLock
 
+    if not Path(args.state).exists():
+        print(f"no fleet rollout recorded in {args.state}", file=sys.stderr)
+        return 1
     store = _store(args.state)
     status = store.load_status()
     if status is None:
