@@ -276,6 +276,12 @@ def test_the_dry_run_prints_the_plan_and_changes_nothing(
                 "restart_cmd": "false",
             }
         )
+    # One of them in Kubernetes: no cluster is contacted, the patch is printed.
+    entries[-1] = {
+        "id": "fleet-02",
+        "url": "http://fleet-02.ml.svc:8080",
+        "kubernetes": {"namespace": "ml", "configmap": "fleet-02-drum", "deployment": "fleet-02"},
+    }
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"deployments": entries}))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     code = main(
@@ -294,6 +300,10 @@ def test_the_dry_run_prints_the_plan_and_changes_nothing(
     assert "steps 5% -> 10% -> 25% -> 100% (skipped, moving nobody: 1%, 50%, 75%, 90%)" in out
     assert "step 5%: restart fleet-17" in out and "step 100%: restart fleet-02" in out
     assert "dry run: nothing was changed" in out
+    assert (
+        'fleet-02: at 5% would patch {"configmap": "ml/fleet-02-drum", "patch": {"data": '
+        '{"DRUM_FASTAPI_CANARY_PERCENT": "5"}}}' in out
+    )
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
