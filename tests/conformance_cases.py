@@ -311,6 +311,7 @@ CASES: list[Case] = [
             "drum_requests_total",
             "drum_request_duration_seconds_bucket",
             "drum_memory_bytes",
+            "drum_worker_memory_bytes",
             "drum_model_info",
         ),
     ),

@@ -111,6 +111,15 @@ def test_same_metrics_for_the_same_traffic_on_every_stack(tmp_path: Path) -> Non
             assert samples[("drum_oom_kills_total", (("server_type", framework),))] == 0
             rss = samples[("drum_memory_bytes", (("server_type", framework), ("type", "rss")))]
             assert rss > 50 * 1024 * 1024
+            # Per worker: the master (Gunicorn's arbiter) is not counted, so one supervised
+            # worker is well under the whole server, and a lone process is all of it.
+            labels = (("server_type", framework), ("type", "rss"))
+            worker_rss = samples[("drum_worker_memory_bytes", labels)]
+            workers = samples[("drum_workers", (("server_type", framework),))]
+            if st == "flask":
+                assert worker_rss == rss
+            else:
+                assert 30 * 1024 * 1024 < worker_rss / workers < rss
             counted[st] = {
                 k: v
                 for k, v in _without_server_type(samples).items()

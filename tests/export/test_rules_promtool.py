@@ -316,9 +316,11 @@ def case_memory_ratio(check: Check, spec: RolloutSpec, sel: Selectors, above: bo
     before = steps_in(spec, t0)
     cand_total = base_rss * ratio * workers
     found = {
-        series("drum_memory_bytes", sel.baseline, type="rss"): gauge((base_rss, HORIZON_STEPS)),
+        series("drum_worker_memory_bytes", sel.baseline, type="rss"): gauge(
+            (base_rss, HORIZON_STEPS)
+        ),
         series("drum_workers", sel.baseline): gauge((1.0, HORIZON_STEPS)),
-        series("drum_memory_bytes", sel.candidate, type="rss"): gauge(
+        series("drum_worker_memory_bytes", sel.candidate, type="rss"): gauge(
             (base_rss * workers, before), (cand_total, HORIZON_STEPS - before)
         ),
         series("drum_workers", sel.candidate): gauge((workers, HORIZON_STEPS)),
@@ -362,7 +364,7 @@ def case_memory_leak(check: Check, spec: RolloutSpec, sel: Selectors, above: boo
     assert fires(slope) == above
     found = {
         series(
-            "drum_memory_bytes", sel.candidate, type="rss"
+            "drum_worker_memory_bytes", sel.candidate, type="rss"
         ): f"{v0!r}+{slope * spec.interval!r}x{HORIZON_STEPS}",
         series("drum_workers", sel.candidate): gauge((1.0, HORIZON_STEPS + 1)),
     }

@@ -72,7 +72,7 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         master, workers = server_processes()
-        rss = vms = 0
+        rss = vms = worker_rss = worker_vms = 0
         for proc in [master, *workers]:
             try:
                 mem = proc.memory_info()
@@ -80,12 +80,27 @@ class ServerCollector(Collector):
                 continue
             rss += mem.rss
             vms += mem.vms
+            if proc is not master or not workers:
+                worker_rss += mem.rss
+                worker_vms += mem.vms
         memory = GaugeMetricFamily(
             "drum_memory_bytes", "Memory of all server processes.", labels=["type", "server_type"]
         )
         memory.add_metric(["rss", self.server_type], rss)
         memory.add_metric(["vms", self.server_type], vms)
         yield memory
+        # Per worker, comparable across stacks: a supervised server's master holds the preloaded
+        # model too, and a single-process server (Flask's development server) has none, so
+        # "all processes / workers" would make a supervised stack look twice as big.
+        worker_memory = GaugeMetricFamily(
+            "drum_worker_memory_bytes",
+            "Memory of the processes that serve requests (the server itself when it has no "
+            "separate workers).",
+            labels=["type", "server_type"],
+        )
+        worker_memory.add_metric(["rss", self.server_type], worker_rss)
+        worker_memory.add_metric(["vms", self.server_type], worker_vms)
+        yield worker_memory
         workers_g = GaugeMetricFamily(
             "drum_workers", "Worker processes currently alive.", labels=["server_type"]
         )

@@ -66,8 +66,10 @@ def p99_seconds(sel: str, window: str) -> str:
 
 
 def rss_per_worker(sel: str) -> str:
-    """Resident memory per worker process (the stacks run different process counts)."""
-    return f'sum(drum_memory_bytes{{{sel}, type="rss"}}) / sum(drum_workers{{{sel}}})'
+    """Resident memory per worker process (the stacks run different process counts, and a
+    supervised stack's master is not a worker): what ``/stats/`` ``worker_info`` gives the
+    built-in metric source."""
+    return f'sum(drum_worker_memory_bytes{{{sel}, type="rss"}}) / sum(drum_workers{{{sel}}})'
 
 
 def oom_kills(sel: str, window: str) -> str:
@@ -267,7 +269,7 @@ def rss_per_worker_by_server_type(sel: str) -> str:
     """Average resident memory per worker process, by ``server_type``."""
     rss = selector(sel, 'type="rss"')
     return (
-        f"sum by (server_type) (drum_memory_bytes{{{rss}}}) "
+        f"sum by (server_type) (drum_worker_memory_bytes{{{rss}}}) "
         f"/ sum by (server_type) (drum_workers{{{sel}}})"
     )
 
