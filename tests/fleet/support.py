@@ -135,7 +135,7 @@ class FakePlace:
     def deployment_id(self) -> str | None:
         return self.dep.id
 
-    def restart(self) -> None:
+    def restart(self, side: str | None = None) -> None:
         with self.world.lock:
             self.world.down.add(self.dep.id)
             self.world.max_down = max(self.world.max_down, len(self.world.down))

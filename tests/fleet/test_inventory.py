@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -169,13 +168,13 @@ def test_an_env_file_place_writes_atomically_and_restarts_by_its_command(tmp_pat
 
 
 def test_a_kubernetes_place_goes_through_the_kube_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calls in order (tests/fleet/test_fleet_kube.py plays them on the real client)."""
     calls: list[tuple[Any, ...]] = []
-    data = {"DRUM_FASTAPI_CANARY_PERCENT": "5"}
-    fake = types.ModuleType("tandem.ops.kube")
+    data = {"DRUM_FASTAPI_CANARY_PERCENT": "5"}  # a plain value is read too
 
-    def read_param(api: Any, namespace: str, configmap: str, key: str) -> str | None:
-        calls.append(("read", namespace, configmap, key))
-        return data.get(key)
+    def configmap_data(api: Any, namespace: str, configmap: str) -> dict[str, str]:
+        calls.append(("read", namespace, configmap))
+        return dict(data)
 
     def write_param(
         api: Any, ns: str, cm: str, key: str, value: str, dry_run: bool
@@ -185,33 +184,41 @@ def test_a_kubernetes_place_goes_through_the_kube_module(monkeypatch: pytest.Mon
             data[key] = value
         return {"data": {key: value}}
 
-    fake.read_param = read_param  # type: ignore[attr-defined]
-    fake.write_param = write_param  # type: ignore[attr-defined]
-    fake.restart_deployment = lambda api, ns, dep, dry_run: (
-        calls.append(("restart", ns, dep, dry_run)) or {}
-    )  # type: ignore[attr-defined]
-    fake.wait_rollout = lambda api, ns, dep, timeout: calls.append(("wait", ns, dep, timeout))  # type: ignore[attr-defined]
+    def restart_deployment(api: Any, ns: str, dep: str, dry_run: bool, **kw: Any) -> Any:
+        calls.append(("restart", ns, dep, dry_run, kw))
+        return {}
+
     from tandem.ops import kube
 
-    for name in ("read_param", "write_param", "restart_deployment", "wait_rollout"):
-        monkeypatch.setattr(kube, name, getattr(fake, name))
+    monkeypatch.setattr(kube, "configmap_data", configmap_data)
+    monkeypatch.setattr(kube, "write_param", write_param)
+    monkeypatch.setattr(kube, "restart_deployment", restart_deployment)
+    monkeypatch.setattr(
+        kube, "wait_rollout", lambda api, ns, dep, timeout: calls.append(("wait", ns, dep, timeout))
+    )
     place = KubernetesPlace("api", "ml", "b-drum", "DRUM_FASTAPI_CANARY_PERCENT", "b", 60)
     assert place.read() == "5" and place.pinned() is None
     assert place.write("5") is None
+    percent25 = '{"type": "numeric", "payload": 25}'
     assert place.write("25") == {
         "configmap": "ml/b-drum",
-        "patch": {"data": {"DRUM_FASTAPI_CANARY_PERCENT": "25"}},
+        "patch": {"data": {"DRUM_FASTAPI_CANARY_PERCENT": percent25}},
     }
-    place.restart()
-    assert calls[-2:] == [("restart", "ml", "b", False), ("wait", "ml", "b", 60)]
-    data["MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE"] = "flask"
+    assert place.read() == "25"
+    place.restart("fastapi")
+    after = {"DRUM_FASTAPI_CANARY_PERCENT": percent25}
+    assert calls[-2:] == [
+        ("restart", "ml", "b", False, {"stack": "fastapi", "config_data": after}),
+        ("wait", "ml", "b", 60),
+    ]
+    data["MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE"] = '{"type": "string", "payload": "flask"}'
     assert place.pinned() == "flask"
     dry = KubernetesPlace("api", "ml", "b-drum", "DRUM_FASTAPI_CANARY_PERCENT", "b", 60, True)
-    assert dry.write("50") == {
+    assert dry.write("12.5") == {
         "configmap": "ml/b-drum",
-        "patch": {"data": {"DRUM_FASTAPI_CANARY_PERCENT": "50"}},
+        "patch": {"data": {"DRUM_FASTAPI_CANARY_PERCENT": '{"type": "numeric", "payload": 12.5}'}},
     }
-    assert data["DRUM_FASTAPI_CANARY_PERCENT"] == "25"
+    assert data["DRUM_FASTAPI_CANARY_PERCENT"] == percent25
 
 
 def test_file_sd_labels_each_target_with_its_side_and_id(tmp_path: Path) -> None:
@@ -300,10 +307,12 @@ def test_the_dry_run_prints_the_plan_and_changes_nothing(
     assert "steps 5% -> 10% -> 25% -> 100% (skipped, moving nobody: 1%, 50%, 75%, 90%)" in out
     assert "step 5%: restart fleet-17" in out and "step 100%: restart fleet-02" in out
     assert "dry run: nothing was changed" in out
+    # The exact patches are checked in tests/fleet/test_fleet_kube.py.
     assert (
-        'fleet-02: at 5% would patch {"configmap": "ml/fleet-02-drum", "patch": {"data": '
-        '{"DRUM_FASTAPI_CANARY_PERCENT": "5"}}}' in out
+        "  at 5% (each step its own percentage): PATCH "
+        "/api/v1/namespaces/ml/configmaps/fleet-02-drum?fieldManager=tandem" in out
     )
+    assert "  at 100%, restarted onto fastapi: PATCH /apis/apps/v1/" in out
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 

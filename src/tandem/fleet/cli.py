@@ -427,15 +427,46 @@ def _dry_run(args: argparse.Namespace) -> int:
         "rollback (Level 1): 0% written everywhere; every FastAPI deployment restarted onto "
         "Flask and verified; then every deployment verified on Flask"
     )
-    first = plan.steps[0]
     for member in inventory.members:
         if member.kubernetes is not None:
-            patch = places[member.id].write(format_percent(first))
-            print(f"{member.id}: at {first:g}% would patch {json.dumps(patch, default=str)}")
+            for line in _kubernetes_plan(member, places[member.id], plan.steps):
+                print(line)
     for warning in warnings:
         print(f"warning: {warning}")
     print("dry run: nothing was changed")
     return 0
+
+
+def _kubernetes_plan(member: Any, place: Any, steps: tuple[float, ...]) -> list[str]:
+    """The exact requests a Kubernetes entry gets: its ConfigMap patch at the first step (each
+    step sends its own percentage) and its Deployment patch at the step that moves it."""
+    from tandem.fleet.plan import format_percent, side_for
+    from tandem.ops import kube
+
+    k = member.kubernetes
+    query = f"?fieldManager={kube.FIELD_MANAGER}"
+    first = steps[0]
+    configmap = place.write(format_percent(first))["patch"]
+    lines = [
+        f"{member.id}: sends to the Kubernetes API, as {kube.PATCH_CONTENT_TYPE}:",
+        f"  at {first:g}% (each step its own percentage): PATCH "
+        f"{kube.configmap_path(k.namespace, k.configmap)}{query}",
+        f"    {json.dumps(configmap)}",
+    ]
+    moves = next((s for s in steps if side_for(member.id, s) == "fastapi"), None)
+    if moves is None:
+        return lines
+    label = {"spec": {"template": {"metadata": {"labels": {kube.SERVER_TYPE_LABEL: "fastapi"}}}}}
+    lines += [
+        f"  at {moves:g}%, restarted onto fastapi: PATCH "
+        f"{kube.deployment_path(k.namespace, k.deployment)}{query}",
+        f"    {json.dumps(place.restart_patch('fastapi'))}",
+        f"    (restartedAt stamped when sent; the same patch also sets the pod template's "
+        f"{kube.SERVER_TYPE_LABEL} label, if it has one: {json.dumps(label)}, and its "
+        f"{kube.CONFIG_DIGEST_ANNOTATION} annotation, if it has one, to the digest of the "
+        "ConfigMap's new data), then waits until it has rolled out",
+    ]
+    return lines
 
 
 def status_document(state: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ client).
 
 Each deployment gets a :class:`Place` with four operations: read the percentage it will start
 with, write a new one, say whether something pins its side (``DRUM_SERVER_TYPE`` set, which wins
-over the percentage), and restart it.
+over the percentage), and restart it onto the side its percentage now gives it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,8 +47,9 @@ class Place(Protocol):
     def deployment_id(self) -> str | None:
         """The ``MLOPS_DEPLOYMENT_ID`` the store sets, if it sets one."""
 
-    def restart(self) -> None:
-        """Restart the deployment; raises :class:`RestartError`."""
+    def restart(self, side: str | None = None) -> None:
+        """Restart the deployment onto ``side`` (the stack its written percentage gives it);
+        raises :class:`RestartError`."""
 
 
 def run_restart(command: str, timeout: float) -> None:
@@ -112,8 +113,8 @@ class EnvFilePlace:
         """``MLOPS_DEPLOYMENT_ID`` as the file sets it."""
         return envfile.read_param(self._text(), "MLOPS_DEPLOYMENT_ID")
 
-    def restart(self) -> None:
-        """Run the restart command."""
+    def restart(self, side: str | None = None) -> None:
+        """Run the restart command (the env file alone picks ``side``)."""
         run_restart(self.restart_cmd, self.restart_timeout)
 
 
@@ -129,7 +130,14 @@ def _kube() -> Any:
 class KubernetesPlace:
     """A ConfigMap key, and a rollout restart of the Deployment whose pods read it, through
     :mod:`tandem.ops.kube`. With ``dry_run`` nothing is sent (``api`` may be None): writes and
-    restarts return the patch they would send."""
+    restarts return the patch they would send.
+
+    The percentage is written in DRUM's JSON form (:func:`~tandem.ops.kube.numeric_value`, what
+    DRUM requires when the ConfigMap reaches the pods as ``MLOPS_RUNTIME_PARAM_*``, as exported
+    Deployments mount it) and read in either form. A restart onto a side is
+    :func:`~tandem.ops.kube.level1_deployment_patch` for that side: the pod template's
+    ``tandem-server-type`` label (and ``tandem-config-sha256`` digest), when it has them, follow.
+    """
 
     api: Any
     namespace: str
@@ -138,47 +146,77 @@ class KubernetesPlace:
     deployment: str
     timeout: float = 300.0
     dry_run: bool = False
+    data: dict[str, str] | None = field(default=None, repr=False)
+    """The ConfigMap's data as last read (and written): the digest of a restart."""
 
-    def _read(self, key: str) -> str | None:
+    def _configmap(self) -> dict[str, str]:
         try:
-            value = _kube().read_param(self.api, self.namespace, self.configmap, key)
+            data = _kube().configmap_data(self.api, self.namespace, self.configmap)
         except Exception as exc:  # KubeError: what was asked and what the API server said
             raise RestartError(str(exc)) from None
-        return None if value is None else str(value)
+        self.data = data
+        return data
+
+    def _payload(self, data: dict[str, str], key: str) -> str | None:
+        value = data.get(key)
+        return None if value is None else _kube().param_payload(value)
 
     def read(self) -> str | None:
-        """The ConfigMap's value for the key."""
-        return self._read(self.key)
+        """The percentage the ConfigMap's key sets (either form's payload)."""
+        return self._payload(self._configmap(), self.key)
+
+    def value(self, percent: str) -> str:
+        """The value written for ``percent``: DRUM's JSON form."""
+        return str(_kube().numeric_value(percent))
 
     def write(self, percent: str) -> dict[str, Any] | None:
         """Patch the ConfigMap key (with ``dry_run``, only return the patch)."""
         if not self.dry_run and self.read() == percent:
             return None
+        value = self.value(percent)
         try:
             patch = _kube().write_param(
-                self.api, self.namespace, self.configmap, self.key, percent, self.dry_run
+                self.api, self.namespace, self.configmap, self.key, value, self.dry_run
             )
         except Exception as exc:
             raise RestartError(str(exc)) from None
+        if self.data is not None and not self.dry_run:
+            self.data = {**self.data, self.key: value}
         return {"configmap": f"{self.namespace}/{self.configmap}", "patch": patch}
 
     def pinned(self) -> str | None:
-        """``DRUM_SERVER_TYPE`` as the ConfigMap sets it (either spelling)."""
+        """``DRUM_SERVER_TYPE`` as the ConfigMap sets it (either spelling, either form)."""
+        data = self._configmap()
         for key in reversed(PIN_KEYS):  # the prefixed form wins, as in the environment
-            value = self._read(key)
+            value = self._payload(data, key)
             if value:
                 return value
         return None
 
     def deployment_id(self) -> str | None:
         """``MLOPS_DEPLOYMENT_ID`` as the ConfigMap sets it."""
-        return self._read("MLOPS_DEPLOYMENT_ID")
+        return self._payload(self._configmap(), "MLOPS_DEPLOYMENT_ID")
 
-    def restart(self) -> None:
-        """``kubectl rollout restart`` and ``rollout status``, through the client."""
+    def restart_patch(self, side: str | None = None) -> dict[str, Any]:
+        """The Deployment patch a restart onto ``side`` sends, as a dry run knows it (the pod
+        template unread: ``kubectl rollout restart``'s annotation alone)."""
+        return dict(
+            _kube().restart_deployment(None, self.namespace, self.deployment, True, stack=side)
+        )
+
+    def restart(self, side: str | None = None) -> None:
+        """``kubectl rollout restart`` (moving the pod template's ``tandem-server-type`` label to
+        ``side`` when it has one) and ``rollout status``, through the client."""
         kube = _kube()
         try:
-            kube.restart_deployment(self.api, self.namespace, self.deployment, self.dry_run)
+            kube.restart_deployment(
+                self.api,
+                self.namespace,
+                self.deployment,
+                self.dry_run,
+                stack=side,
+                config_data=None if self.dry_run else self.data,
+            )
             if not self.dry_run:
                 kube.wait_rollout(self.api, self.namespace, self.deployment, self.timeout)
         except Exception as exc:  # KubeError, RolloutFailed, RolloutTimeout

@@ -265,7 +265,7 @@ class Walker:
         try:
             place.write(percent)
             st.percent = percent
-            place.restart()
+            place.restart(side)
         except RestartError as exc:
             return {"passed": False, "summary": f"restart failed: {exc}"}
         finally:

@@ -10,7 +10,8 @@ Five calls, shared by ``tandem rollback --kubernetes`` and ``tandem fleet --kube
 - :func:`write_param` patches one key of a ConfigMap's ``data``;
 - :func:`restart_deployment` sends the patch ``kubectl rollout restart`` sends: the pod template
   annotation ``kubectl.kubernetes.io/restartedAt``, which makes the Deployment controller replace
-  every pod; given the stack a Level-1 rollback moves to, the Level-1 patch of
+  every pod; given the stack the deployment moves to (a Level-1 rollback's, or a fleet
+  step's), the Level-1 patch of
   :func:`level1_deployment_patch` instead (the same annotation, plus the pod labels and
   annotations ``tandem export kubernetes`` derives from the stack, when the pod template has
   them);
@@ -290,6 +291,15 @@ def server_type_value(stack: str) -> str:
     return json.dumps({"type": "string", "payload": stack})
 
 
+def numeric_value(number: str) -> str:
+    """A numeric runtime parameter as a ConfigMap holds it: DRUM's JSON form,
+    ``{"type": "numeric", "payload": 25}`` (``tandem fleet``'s ``DRUM_FASTAPI_CANARY_PERCENT``;
+    an integral value as an integer). :func:`param_payload` reads it back as ``"25"``."""
+    value = float(number)
+    payload: float | int = int(value) if value.is_integer() else value
+    return json.dumps({"type": "numeric", "payload": payload})
+
+
 def param_payload(value: str) -> str:
     """A runtime parameter's value as written, read back: the JSON form's ``payload``, or the
     plain value (what Tandem accepts besides DRUM's form). Never fails: a value that is neither
@@ -362,7 +372,9 @@ def restart_deployment(
 
     Reads the Deployment first and refuses a paused one, as kubectl does (its pods would not be
     replaced). The patch is :func:`level1_deployment_patch` for ``stack`` and ``config_data``
-    on the pod template just read: with neither given (``tandem fleet``), exactly kubectl's. With
+    on the pod template just read (``tandem fleet`` passes the stack each deployment moves to,
+    and the ConfigMap's data after its percentage was written); with neither given, exactly
+    kubectl's. With
     ``dry_run`` nothing is sent (not even the read) and ``api`` may be ``None``: the patch
     returned is then kubectl's restart alone, the pod template being unknown.
     """
