@@ -73,8 +73,14 @@ def rss_per_worker(sel: str) -> str:
 
 
 def oom_kills(sel: str, window: str) -> str:
-    """Workers the kernel's OOM killer killed in the window."""
-    return f"sum(increase(drum_oom_kills_total{{{sel}}}[{window}]))"
+    """Workers the kernel's OOM killer killed in the window.
+
+    Exact, not ``increase()``: ``increase`` extrapolates to the window's edges, so one kill could
+    read as 1.6 and be reported as 2 in the decision log. The counter is exported from a
+    server's start (at 0), so the largest value seen minus the smallest is the kills seen.
+    """
+    series = f"drum_oom_kills_total{{{sel}}}"
+    return f"sum(max_over_time({series}[{window}]) - min_over_time({series}[{window}]))"
 
 
 def up(sel: str) -> str:
