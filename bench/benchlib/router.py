@@ -53,8 +53,80 @@ TARGETS = {"builtin": (0.3, 0.6), "nginx": (0.1, 0.9)}
 ENGINES = ("builtin", "nginx")
 
 
-class RunningRouter:
-    """A rollout router started in its own session, routing to one backend URL."""
+class _Engine:
+    """A traffic engine started in its own session: launch, readiness, CPU, memory, stop."""
+
+    name = "engine"
+    port: int
+
+    def _launch(self, command: list[str], log_path: Path, env: dict[str, str] | None) -> None:
+        self.log_path = log_path
+        self.startup_s: float | None = None
+        self._log = open(log_path, "wb")  # closed in stop()
+        self._t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The engine's first pid, which is also its process group and session id."""
+        return self.proc.pid
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        """Poll until the engine answers; return seconds since launch."""
+        deadline = self._t0 + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerFailed(
+                    f"{self.name} exited with {self.proc.returncode} before it was ready; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            try:
+                if self._ready():
+                    self.startup_s = time.monotonic() - self._t0
+                    return self.startup_s
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(
+                    f"{self.name} not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.025)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the engine's log."""
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the engine's processes."""
+        return procfs.cpu_seconds(self.pid)
+
+    def memory(self) -> dict[str, float | int]:
+        """RSS/PSS (MB) of the engine's processes."""
+        return procfs.memory_mb(self.pid)
+
+    def stop(self) -> None:
+        """Stop the engine's whole session and close its log."""
+        try:
+            stop_session(self.proc)
+        finally:
+            self._log.close()
+
+
+class RunningRouter(_Engine):
+    """A rollout router routing to one backend URL."""
+
+    name = "rollout router"
 
     def __init__(
         self, python: Path | str, backend_port: int, log_path: Path, tandem_src: Path | None = None
@@ -85,68 +157,16 @@ class RunningRouter:
         if tandem_src is not None:
             env["PYTHONPATH"] = str(tandem_src)
         env["PYTHONUNBUFFERED"] = "1"
-        self.log_path = log_path
-        self.startup_s: float | None = None
-        self._log = open(log_path, "wb")  # closed in stop()
-        self._t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._launch(self.command, log_path, env)
 
-    @property
-    def pid(self) -> int:
-        """The router's pid, which is also its process group and session id."""
-        return self.proc.pid
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        """Poll the admin ``/api/health`` until it answers 200; return seconds since launch."""
-        deadline = self._t0 + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerFailed(
-                    f"rollout router exited with {self.proc.returncode} before it was ready; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            try:
-                if request(self.admin_port, "GET", "/api/health", timeout=2.0).status == 200:
-                    self.startup_s = time.monotonic() - self._t0
-                    return self.startup_s
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() > deadline:
-                raise ServerFailed(
-                    f"rollout router not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.025)
-
-    def log_tail(self, lines: int = 15) -> str:
-        """The last lines of the router's log."""
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def cpu_seconds(self) -> float:
-        """CPU seconds used so far by the router's processes."""
-        return procfs.cpu_seconds(self.pid)
-
-    def memory(self) -> dict[str, float | int]:
-        """RSS/PSS (MB) of the router's processes."""
-        return procfs.memory_mb(self.pid)
-
-    def stop(self) -> None:
-        """Stop the router's whole session and close its log."""
-        try:
-            stop_session(self.proc)
-        finally:
-            self._log.close()
+    def _ready(self) -> bool:
+        return request(self.admin_port, "GET", "/api/health", timeout=2.0).status == 200
 
 
-class RunningNginx:
+class RunningNginx(_Engine):
     """Debian's nginx (one worker, no daemon) serving the rollout's include file."""
+
+    name = "nginx"
 
     def __init__(self, backend_port: int, prefix: Path, tandem_src: Path | None = None) -> None:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -158,7 +178,6 @@ class RunningNginx:
 
         self.port = free_port()
         prefix.mkdir(parents=True, exist_ok=True)
-        self.prefix = prefix
         include = prefix / "tandem.conf"
         backend = f"http://{HOST}:{backend_port}"
         traffic = NginxTraffic(include, f"{HOST}:{self.port}", backend, backend)
@@ -168,62 +187,17 @@ class RunningNginx:
             for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         main = prefix / "nginx.conf"
+        # Errors go to stderr, which is the engine's log.
         main.write_text(
-            f"pid {prefix / 'nginx.pid'};\nerror_log {prefix / 'error.log'} warn;\n"
+            f"pid {prefix / 'nginx.pid'};\nerror_log stderr warn;\n"
             "daemon off;\nworker_processes 1;\nevents { worker_connections 1024; }\n"
             f"http {{\n  access_log off;\n  {temp}\n  include {include};\n}}\n"
         )
-        self._log = open(prefix / "stdout.log", "wb")  # closed in stop()
-        self._t0 = time.monotonic()
-        self.startup_s: float | None = None
-        self.proc = subprocess.Popen(
-            [binary, "-c", str(main), "-p", str(prefix)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._launch([binary, "-c", str(main), "-p", str(prefix)], prefix / "nginx.log", None)
 
-    @property
-    def pid(self) -> int:
-        """The nginx master's pid (its session holds the worker)."""
-        return self.proc.pid
-
-    def wait_ready(self, timeout: float = 20.0) -> float:
-        """Wait until the public port answers; return seconds since launch."""
-        deadline = self._t0 + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerFailed(f"nginx exited: {self.log_tail()}")
-            try:
-                request(self.port, "GET", "/ping/", timeout=2.0)
-                self.startup_s = time.monotonic() - self._t0
-                return self.startup_s
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() > deadline:
-                raise ServerFailed(f"nginx not ready after {timeout:.0f}s: {self.log_tail()}")
-            time.sleep(0.025)
-
-    def log_tail(self) -> str:
-        """The end of nginx's error log."""
-        path = self.prefix / "error.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
-
-    def cpu_seconds(self) -> float:
-        """CPU seconds used so far by nginx's master and worker."""
-        return procfs.cpu_seconds(self.pid)
-
-    def memory(self) -> dict[str, float | int]:
-        """RSS/PSS (MB) of nginx's processes."""
-        return procfs.memory_mb(self.pid)
-
-    def stop(self) -> None:
-        """Stop nginx's session and close its log."""
-        try:
-            stop_session(self.proc)
-        finally:
-            self._log.close()
+    def _ready(self) -> bool:
+        request(self.port, "GET", "/ping/", timeout=2.0)
+        return True
 
 
 def same_answer(server_port: int, router_port: int, payload: Payload) -> dict[str, Any]:
