@@ -246,3 +246,17 @@ def test_missing_kubeconfig(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1")
     with pytest.raises(kube.KubeError, match="context other"):
         kube.api_from_config(context="other", kubeconfig=str(config))
+
+
+def test_kubeconfig_is_read_from_the_environment_at_call_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client freezes $KUBECONFIG when first imported; Tandem reads it when it connects
+    (the fast tier failed once when an earlier test had imported the client without it)."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    import kubernetes.config  # noqa: F401  # imported with no $KUBECONFIG, as in a long session
+
+    path = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:9", context="later")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    api = kube.api_from_config("later")
+    assert api.configuration.host == "http://127.0.0.1:9"

@@ -139,10 +139,12 @@ def api_from_config(context: str | None = None, kubeconfig: str | None = None) -
         except ConfigException as exc:
             raise KubeError(f"cannot use the pod's service account: {exc}") from None
         return client.ApiClient(configuration)
-    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    # $KUBECONFIG is read now: the client reads it once, when it is first imported.
+    path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    where = path
     at = f" (context {context})" if context else ""
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        return config.new_client_from_config(config_file=path, context=context)
     except (ConfigException, OSError, ValueError, TypeError) as exc:
         raise KubeError(f"cannot load the kubeconfig {where}{at}: {exc}") from None
 
