@@ -10,7 +10,7 @@ import pytest
 
 #: End-to-end tests that must not share the machine with another test: their verdicts hang on
 #: timing (rollout and fleet controllers judging latency and liveness, timeouts, drains, slow
-#: clients), they install packages, or they read the kernel's OOM-kill counters, which a
+#: clients, the fuzzer's "no 5xx"), or they read the kernel's OOM-kill counters, which a
 #: concurrent OOM test would move. ``scripts/test.sh`` runs them alone, after the rest has run
 #: on two processes.
 SERIAL_DIRS = ("rollout", "fleet")
@@ -22,7 +22,6 @@ SERIAL_FILES = frozenset(
         "test_slow_clients_e2e.py",
         "test_uvicorn_loop_e2e.py",
         "test_backpressure_e2e.py",
-        "test_drum_coexistence_e2e.py",
         "test_openapi_fuzz_e2e.py",
     }
 )
