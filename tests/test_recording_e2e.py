@@ -88,11 +88,18 @@ def _send(client: httpx.Client, url: str, i: int) -> dict[str, Any]:
     }
 
 
-def _traffic(url: str, n: int, concurrency: int = 16) -> dict[str, dict[str, Any]]:
-    """``n`` prediction requests from ``concurrency`` threads, plus routes never recorded."""
-    limits = httpx.Limits(max_connections=concurrency)
+def _traffic(
+    url: str, n: int, concurrency: int = 16, *, start: int = 0, keepalive: bool = True
+) -> dict[str, dict[str, Any]]:
+    """``n`` prediction requests from ``concurrency`` threads, plus routes never recorded.
+
+    Without ``keepalive`` every request opens its own connection.
+    """
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=None if keepalive else 0
+    )
     with ThreadPoolExecutor(concurrency) as pool, httpx.Client(timeout=30, limits=limits) as client:
-        sent = list(pool.map(lambda i: _send(client, url, i), range(n)))
+        sent = list(pool.map(lambda i: _send(client, url, i), range(start, start + n)))
         others = list(pool.map(lambda p: client.get(url + p), ["/info/", "/ping"] * 5))
     assert all(r.status_code == 200 for r in others)
     return {s["request_id"]: s for s in sent}
@@ -178,6 +185,15 @@ def test_every_request_recorded_under_concurrent_load(tmp_path: Path, server_typ
     with _server(tmp_path, server_type, record_file, DRUM_RECORD_SAMPLE_RATE="1.0") as server:
         sent = _traffic(server.url, n)
         lines = _wait_for_lines(record_file, n)
+        # Uvicorn workers share one listening socket and the first awake one accepts every
+        # pending connection, so a busy machine can hand all 16 keep-alive connections to one
+        # worker. Fresh connections in a few more bounded rounds reach the other one.
+        for _ in range(5):
+            if len({json.loads(line)["pid"] for line in lines}) > 1:
+                break
+            sent |= _traffic(server.url, 40, start=n, keepalive=False)
+            n += 40
+            lines = _wait_for_lines(record_file, n)
         assert _dropped(server.url) == 0
     raw = record_file.read_bytes()
     assert SECRET_MARK not in raw
