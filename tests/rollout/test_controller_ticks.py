@@ -396,3 +396,93 @@ def test_the_export_lag_keeps_a_healthy_candidate_clear_when_its_traffic_grows()
 
     assert all(gaps_at(kept=1 - 2 * lag / window))
     assert not any(gaps_at(kept=0.95))
+
+
+# -- commands and the comparison service survive an unreadable or restarted router ---------------
+
+
+def test_a_command_is_kept_while_the_router_cannot_be_read(rig: dict[str, Any]) -> None:
+    """An evaluation that cannot observe must not consume the operator's command."""
+    controller, clock, router = rig["c"], rig["clock"], rig["router"]
+    status = controller.initial_status()
+    rig["store"].add_command("abort")
+    readable = router.stats
+
+    def unreadable() -> dict[str, Any]:
+        raise httpx.ConnectError("router restarting")
+
+    router.stats = unreadable
+    clock.now += SPEC.interval
+    status = controller.tick(status)
+    assert status.phase == Phase.SHADOW
+    assert [c for _, c in rig["store"].pending_commands()] == ["abort"]
+    router.stats = readable
+    clock.now += SPEC.interval
+    status = controller.tick(status)
+    assert status.phase == Phase.ABORTED
+    assert rig["store"].pending_commands() == []
+
+
+class RoutingRouter(FakeRouter):
+    """A router whose routing calls are recorded (the comparison service under nginx)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routings: list[tuple[float, float]] = []
+
+    def set_routing(self, weight: float, mirror_rate: float) -> dict[str, Any]:
+        self.routings.append((weight, mirror_rate))
+        return {}
+
+
+class RestartingSupervisor(FakeSupervisor):
+    """Supervises the router, and has just restarted it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.restarts = 0
+
+    def supervises(self, name: str) -> bool:
+        return name == "router"
+
+    def ensure(self, name: str) -> bool:
+        if self.restarts:
+            self.restarts -= 1
+            return True
+        return False
+
+    def wait_healthy(self, name: str) -> None:
+        return None
+
+
+def test_a_restarted_comparison_service_is_set_back_to_compare_everything(
+    tmp_path: Path,
+) -> None:
+    """With nginx splitting, the router is the comparison service (weight 0, mirror rate 1). A
+    restarted router takes its routing from the store (the rollout's weight and canary mirror
+    rate), so the controller must set it back, or it serves and mirrors like a canary router."""
+    clock, router, supervisor = Clock(), RoutingRouter(), RestartingSupervisor()
+    controller = Controller(
+        SPEC,
+        RolloutStore(tmp_path / "state.db"),
+        supervisor,  # type: ignore[arg-type]
+        router,  # type: ignore[arg-type]
+        {"baseline": "http://b", "candidate": "http://c"},
+        lambda text, details: None,
+        metrics=FakeMetrics(),  # type: ignore[arg-type]
+        traffic=FakeTraffic(),
+        clock=clock,
+    )
+    controller._ping = lambda side: True  # type: ignore[method-assign]
+    status = controller.initial_status()
+    for _ in range(3):
+        clock.now += SPEC.interval
+        status = controller.tick(status)
+    router.routings.clear()
+    supervisor.restarts = 1  # the router died and the supervisor started it again
+    clock.now += SPEC.interval
+    status = controller.tick(status)
+    assert router.routings == [(0.0, 1.0)]
+    clock.now += SPEC.interval
+    controller.tick(status)
+    assert router.routings == [(0.0, 1.0)]  # once per restart, not every evaluation

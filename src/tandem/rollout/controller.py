@@ -660,6 +660,8 @@ class Controller:
         """Bytes of the candidate's log already searched for extension failures."""
         self._stop = threading.Event()
         self._http = httpx.Client(timeout=2.0)
+        self._router_restarted = False
+        """The supervisor restarted the router since its routing was last set."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -714,17 +716,29 @@ class Controller:
         """Observe, decide, record, apply."""
         for name in ("router", "baseline"):
             if self.supervisor.supervises(name) and self.supervisor.ensure(name):
+                if name == "router":
+                    self._router_restarted = True
                 self.supervisor.wait_healthy(name)
+        if self._router_restarted and self.traffic is not self.router:
+            # Under nginx the router is the comparison service: weight 0, everything nginx
+            # mirrors to it compared. Restarted, it took the rollout's weight and canary mirror
+            # rate from the store, so it is set back (retried until the router takes it).
+            try:
+                self.router.set_routing(0.0, 1.0)
+                self._router_restarted = False
+            except httpx.HTTPError as exc:
+                logger.warning("could not reset the comparison service's routing: %s", exc)
         command = None
         pending = self.store.pending_commands()
         if pending:
-            seq, command = pending[0]
-            self.store.mark_handled(seq)
+            command = pending[0][1]
         obs = self.observe(status)
         if obs is None:
-            return status
+            return status  # the command stays queued for an evaluation that can decide
         decision = decide(self.spec, status, obs, command)
         self.record(status, decision, obs)
+        if pending:
+            self.store.mark_handled(pending[0][0])
         self.apply(decision.status)
         self.after(status, decision)
         return decision.status
