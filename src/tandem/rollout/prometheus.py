@@ -55,6 +55,11 @@ class PrometheusSource:
 
     def query(self, expr: str, at: float) -> float | None:
         """One instant query; None when Prometheus has no single finite answer."""
+        return self._ask(expr, at)[1]
+
+    def _ask(self, expr: str, at: float) -> tuple[bool, float | None]:
+        """(answered, value): ``answered`` is False when the query failed (Prometheus down,
+        refused, timed out), which is no data; an answer without a series is ``(True, None)``."""
         try:
             resp = self.client.get(
                 self.url + "/api/v1/query", params={"query": expr, "time": f"{at:.3f}"}
@@ -62,11 +67,12 @@ class PrometheusSource:
             doc: dict[str, Any] = resp.json()
         except (httpx.HTTPError, ValueError) as exc:
             logger.warning("prometheus query failed (%s): %s", expr, exc)
-            return None
-        if doc.get("status") != "success":
-            logger.warning("prometheus refused %s: %s", expr, doc.get("error"))
-            return None
-        return promql.scalar(doc)
+            return False, None
+        if not isinstance(doc, dict) or doc.get("status") != "success":
+            error = doc.get("error") if isinstance(doc, dict) else doc
+            logger.warning("prometheus refused %s: %s", expr, error)
+            return False, None
+        return True, promql.scalar(doc)
 
     def read(
         self, side: str, now: float, window_s: float, step_since: float, started_at: float
@@ -111,5 +117,8 @@ class PrometheusSource:
         requests = self.query(q.requests, now)
         if not requests:
             return SideWindow()
-        errors = self.query(q.errors, now) or 0.0
-        return SideWindow(round(requests), round(errors), self.query(q.p99, now))
+        # No 5xx series at all is zero errors; a failed query is no data, never zero errors.
+        answered, errors = self._ask(q.errors, now)
+        if not answered:
+            return SideWindow()
+        return SideWindow(round(requests), round(errors or 0.0), self.query(q.p99, now))
