@@ -216,3 +216,18 @@ def test_every_engine_query_is_valid_promql_and_safe_from_templating(tmp_path: P
         assert "{{" not in expr and "}}" not in expr, key
         assert not re.search(r"\$\w", expr), key
     check_expressions(exprs, tmp_path)
+
+
+def test_argo_deadlock_waits_the_alerts_for_when_not_a_whole_number_of_intervals() -> None:
+    """Argo fails on measurement ``failureLimit + 1``, one ``interval`` apart; the alert fires
+    at the first evaluation ``for:`` (ping_timeout) after the first down one. With 25 s and
+    10 s evaluations both must wait 3 intervals (30 s); 2 would abort on 20 s of silence, which
+    decide() (silent > ping_timeout) does not judge a deadlock."""
+    spec = RolloutSpec.from_dict({"interval": "10s", "triggers": {"ping_timeout": "25s"}})
+    metrics = {
+        m["name"]: m for m in argo.triggers_template(MODEL, spec, SEL, PROM)["spec"]["metrics"]
+    }
+    limit = metrics["deadlock"]["failureLimit"]
+    assert limit * spec.interval >= spec.triggers.ping_timeout
+    assert (limit - 1) * spec.interval < spec.triggers.ping_timeout
+    assert limit == 3

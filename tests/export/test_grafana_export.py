@@ -119,3 +119,20 @@ def test_long_names_get_a_short_stable_uid() -> None:
     model = Model(name="a" * 40, namespace="b" * 40, image="x")
     uid = grafana.dashboard_uid(model)
     assert len(uid) <= 40 and uid == grafana.dashboard_uid(model)
+
+
+def test_traffic_panels_follow_the_prometheus_selector() -> None:
+    """``--prometheus-selector`` (a Prometheus without the exported monitors' labels) reaches
+    the by-server_type panels as it reaches the trigger panels: one deployment, one selector."""
+    sel = selectors('job="churn"')
+    found = panels(grafana.dashboard(MODEL, RolloutSpec(), sel))
+    window = grafana.RATE_WINDOW
+    assert exprs(found["Request rate by server_type"]) == [
+        promql.request_rate_by_server_type('job="churn"', window)
+    ]
+    assert exprs(found["RSS per worker by server_type"]) == [
+        promql.rss_per_worker_by_server_type('job="churn"')
+    ]
+    for title in ("Request rate", "P99", "5xx ratio", "RSS per worker"):
+        (expr,) = exprs(found[f"{title} by server_type"])
+        assert "tandem_model" not in expr, title

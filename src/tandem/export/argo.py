@@ -25,6 +25,7 @@ reduction ladder (a failed analysis aborts to 0 %), and consecutive-only failure
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tandem.export.checks import Check, Selectors, checks, integer_weights, step_gates
@@ -42,8 +43,10 @@ def threshold_arg(check: Check) -> str:
 
 
 def failure_limit(check: Check, spec: RolloutSpec) -> int:
-    """Failed measurements tolerated: the check's ``for`` in evaluation intervals."""
-    return round(check.for_s / spec.interval)
+    """Failed measurements tolerated: the check's ``for`` in evaluation intervals, rounded up
+    as the alert's ``for:`` is (it fires at the first evaluation at least ``for`` after the
+    condition began; the analysis fails on measurement ``failureLimit + 1``)."""
+    return max(0, math.ceil(check.for_s / spec.interval - 1e-9))
 
 
 def failure_condition(check: Check) -> str:

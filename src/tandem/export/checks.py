@@ -57,6 +57,9 @@ class Selectors:
     baseline: str
     candidate: str
     router: str
+    deployment: str = ""
+    """The deployment's own selector (``--prometheus-selector``) without a side's: what the
+    dashboard's by-``server_type`` panels select by."""
 
 
 def selectors(
@@ -72,6 +75,7 @@ def selectors(
         baseline=promql.selector(baseline or sides["baseline"], extra),
         candidate=promql.selector(candidate or sides["candidate"], extra),
         router=router if router is not None else DEFAULT_ROUTER_SELECTOR,
+        deployment=promql.selector(extra),
     )
 
 

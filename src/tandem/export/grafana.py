@@ -150,7 +150,7 @@ def _trigger_panel(sdk: Any, check: Check) -> Any:
 def dashboard(model: Model, spec: RolloutSpec, sel: Selectors) -> dict[str, Any]:
     """The dashboard as Grafana's JSON model (a dict, ready for ``json.dumps``)."""
     sdk = _sdk()
-    extra = model.metric_selector()
+    extra = sel.deployment
     dm = sdk.dash_m
     ns, name = model.namespace, model.name
     by_type = "{{server_type}}"
