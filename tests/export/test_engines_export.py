@@ -143,8 +143,9 @@ def test_argo_steps_and_pauses_are_the_specs(spec_name: str) -> None:
     assert background["templates"] == [{"templateName": "churn-triggers"}]
 
 
-def test_default_step_criteria_are_the_canary_plans() -> None:
-    """1 %: P99 +30 %, memory +50 %; 5 %: +25 %/+40 %; 10 % on: +20 %/+30 %; errors < 0.1 %."""
+def test_default_step_criteria_are_one_ladder_with_the_triggers() -> None:
+    """P99 +20 % at every step (the rollback plan's gradual trigger); memory 1 %: +50 %, 5 %:
+    +40 %, 10 % on: +30 %; errors < 0.1 %."""
     rollout = argo.rollout(MODEL, RolloutSpec(), SEL)
     steps = rollout["spec"]["strategy"]["canary"]["steps"]
     by_weight = {}
@@ -152,8 +153,8 @@ def test_default_step_criteria_are_the_canary_plans() -> None:
         args = {a["name"]: a["value"] for a in steps[i + 2]["analysis"]["args"]}
         assert args["max-error-rate"] == "0.001"
         by_weight[steps[i]["setWeight"]] = (args["max-p99-increase"], args["max-memory-increase"])
-    assert by_weight[1] == ("0.3", "0.5")
-    assert by_weight[5] == ("0.25", "0.4")
+    assert by_weight[1] == ("0.2", "0.5")
+    assert by_weight[5] == ("0.2", "0.4")
     assert all(by_weight[w] == ("0.2", "0.3") for w in (10, 25, 50, 75, 90, 100))
 
 

@@ -22,8 +22,8 @@ immediate.memory_leak     the least of the RSS per worker growth over the last `
                           settled history up to an hour; on steady growth the two agree).
 immediate.prediction_     any mirrored response that differed from the baseline's in ``window``
 difference                (the rollout router's counter; ``decide()`` counts since the start).
-gradual.error_rate        Wilson lower bound above ``gradual_error_rate`` while the point estimate
-                          is at most ``immediate_error_rate``, on ``min_samples`` requests: exact.
+gradual.error_rate        Wilson lower bound above ``gradual_error_rate`` on ``min_samples``
+                          requests (above 1 % too: the immediate alert fires beside it): exact.
 gradual.p99               candidate P99 over the baseline's above ``1 + p99_increase``, both sides
                           with ``min_samples`` requests: exact.
 gradual.memory            candidate RSS per worker over the baseline's above
@@ -228,11 +228,7 @@ def checks(spec: RolloutSpec, sel: Selectors) -> tuple[Check, ...]:
             "TandemCandidateErrorRateElevated",
             "gradual.error_rate",
             "reduce",
-            _and(
-                lower,
-                f"{promql.error_ratio(cand, window)} <= {promql.number(trig.immediate_error_rate)}",
-                evidence,
-            ),
+            _and(lower, evidence),
             ">",
             trig.gradual_error_rate,
             gradual,

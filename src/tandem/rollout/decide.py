@@ -8,8 +8,10 @@ No clock, no I/O: the controller passes ``now`` in the observations. Rules, firs
    a prediction difference in mirrored comparison, an OOM kill, ``/ping`` silent longer than
    ``ping_timeout``, candidate error rate above ``immediate_error_rate`` with confidence, RSS
    growth above ``rss_growth_per_hour``;
-4. gradual reduction (canary steps): P99 or RSS more than 50 % above the baseline's, a 5xx rate
-   above ``gradual_error_rate`` with confidence, more than ``extension_failures`` extension
+4. gradual reduction (canary steps, and a reduced weight held after a trigger cleared): P99 more
+   than ``p99_increase`` or RSS more than ``memory_increase`` above the baseline's, a 5xx rate
+   above ``gradual_error_rate`` with confidence (also above 1 % while the evidence does not yet
+   suffice for the immediate rule), more than ``extension_failures`` extension
    failure reports in the window, or trace gaps (span exports failing, or fewer spans exported
    than spans ended, lag allowed for), for ``consecutive`` evaluations → the reduction table,
    then every
@@ -256,11 +258,10 @@ def _gradual(spec: RolloutSpec, obs: Observations) -> tuple[dict[str, bool], dic
     cand = obs.candidate
     if cand.requests >= spec.min_samples:
         low, _ = wilson_bounds(cand.errors, cand.requests, spec.confidence)
-        # The seed's band: 0.1-1 % reduces gradually; above 1 % the immediate rule decides as
-        # soon as its own evidence suffices, so one fault is never judged by both.
-        fired["error_rate"] = (
-            low > trig.gradual_error_rate and (cand.error_rate or 0.0) <= trig.immediate_error_rate
-        )
+        # Above 1 % the immediate rule, checked first, rolls back once its own evidence
+        # suffices; until then the candidate is surely above 0.1 %, so it is reduced, never
+        # left holding its step.
+        fired["error_rate"] = low > trig.gradual_error_rate
         numbers.update(
             error_rate=cand.error_rate,
             error_rate_lower_bound=low,
@@ -375,11 +376,13 @@ def decide(
         return Decision(status, "hold", "paused", status.message or "paused")
 
     fired, gnumbers = _gradual(spec, obs)
-    # Gradual triggers only count while the candidate serves traffic (not in shadow).
-    streak = _streaks(status, fired) if status.phase in (Phase.CANARY, Phase.REDUCING) else {}
+    # Gradual triggers only count while the candidate serves traffic (not in shadow). A weight
+    # held after a trigger cleared still serves, so a trigger coming back reduces it again.
+    serving = (Phase.CANARY, Phase.REDUCING, Phase.HOLDING)
+    streak = _streaks(status, fired) if status.phase in serving else {}
     triggered = sorted(n for n, c in streak.items() if c >= spec.triggers.consecutive)
 
-    if status.phase == Phase.CANARY and triggered:
+    if status.phase in (Phase.CANARY, Phase.HOLDING) and triggered:
         target = spec.reduce_to(status.weight)
         rule = f"gradual.{triggered[0]}"
         reason = _gradual_reason(triggered, gnumbers, status.weight, target)
