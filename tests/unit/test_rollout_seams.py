@@ -153,3 +153,17 @@ def test_a_command_for_a_rollout_nobody_runs_says_how_to_resume_it(
     store.save(RolloutStatus(phase=Phase.PROMOTED, weight=100.0))
     assert resume_command() == ""
     store.close()
+
+
+def test_a_malformed_steps_flag_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused with a message naming the flag, before any state file or child exists."""
+    from tandem.cli import main
+
+    state = tmp_path / "rollout.db"
+    code = main(["rollout", "start", "--code-dir", str(tmp_path), "--state", str(state),
+                 "--steps", "5,abc"])  # fmt: skip
+    assert code != 0
+    assert "--steps '5,abc' must be comma-separated percentages" in capsys.readouterr().err
+    assert not state.exists()

@@ -180,7 +180,9 @@ def _spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "auto_resume": args.auto_resume,
     }
     if args.steps:
-        overrides["steps"] = [float(s) for s in str(args.steps).split(",") if s.strip()]
+        from tandem.rollout.spec import parse_steps
+
+        overrides["steps"] = parse_steps(args.steps)
     return overrides
 
 

@@ -337,6 +337,10 @@ class FleetController:
         if report.changed or report.deferred:
             if status.phase == Phase.CANARY and (report.moved or report.put_back):
                 status = status.evolve(step_started_at=now)
+            elif status.phase == Phase.REDUCING and (report.moved or report.failed):
+                # The reduction table's wait is at the reduced percentage: it starts once the
+                # deployments moving back are moved, however long their restarts took.
+                status = status.evolve(last_reduction_at=now)
             self.store.save(
                 status,
                 action="apply",

@@ -207,10 +207,16 @@ def _member(
     if url is None:
         problems.add(where, "url is required (where the deployment answers /ping and /info/)")
     else:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.add(where, f"url {url!r} must be http(s)://host[:port][/prefix]")
-        url = url.rstrip("/")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+        except ValueError as exc:
+            problems.add(where, f"url {url!r} is not a valid URL: {exc}")
+            url = None
+        else:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.add(where, f"url {url!r} must be http(s)://host[:port][/prefix]")
+            url = url.rstrip("/")
     env_file = raw.get("env_file")
     kube = raw.get("kubernetes")
     restart_cmd = _string(raw.get("restart_cmd"))

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tandem.errors import ConfigError
 from tandem.fleet.inventory import Member
 from tandem.fleet.places import Place, RestartError
 from tandem.fleet.plan import BASELINE, CANDIDATE, batches, bucket, format_percent, side_for
@@ -125,7 +126,7 @@ def _side_of_percent(member_id: str, percent: str | None) -> str | None:
         return None
     try:
         return side_for(member_id, float(percent))
-    except ValueError:
+    except (ValueError, ConfigError):  # not a number, or outside 0..100: no side of its own
         return None
 
 

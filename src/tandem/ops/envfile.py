@@ -315,7 +315,9 @@ def apply_param(
     copy = None
     if backup:
         copy = backup_path(real, now)
-        with copy.open("xb") as handle:
+        # Created owner-only (an env file may hold secrets), then given the original's mode.
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(original)
         os.chmod(copy, stat.st_mode & 0o7777)
     write_atomic(real, encode(change.new_text), stat.st_mode & 0o7777)

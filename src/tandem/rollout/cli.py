@@ -427,7 +427,9 @@ def _run_locked(args: argparse.Namespace) -> int:
         "auto_resume": args.auto_resume,
     }
     if args.steps:
-        overrides["steps"] = [float(s) for s in str(args.steps).split(",") if s.strip()]
+        from tandem.rollout.spec import parse_steps
+
+        overrides["steps"] = parse_steps(args.steps)
     pager = _pager(args)  # refused before anything starts, like every other bad flag
     store = _store(args.state)
     if store.get_json("fleet") is not None:

@@ -263,3 +263,13 @@ class RolloutSpec:
     def with_overrides(self, **changes: Any) -> RolloutSpec:
         """A copy with some fields replaced."""
         return replace(self, **changes)
+
+
+def parse_steps(text: str) -> list[float]:
+    """``--steps 1,5,25,100`` as percentages; a clear :class:`ConfigError` otherwise."""
+    try:
+        return [float(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--steps {text!r} must be comma-separated percentages, e.g. 1,5,25,100"
+        ) from None
