@@ -3,6 +3,9 @@ the reduction wait after a slow walk, and a malformed ``--steps``."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,44 @@ def test_a_malformed_steps_flag_is_a_clear_error(
     assert code == 1
     assert "--steps" in capsys.readouterr().err
 
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_restart_command_past_its_timeout_is_stopped_with_what_it_started(
+    tmp_path: Path,
+) -> None:
+    """A hung restart command is abandoned at its timeout; the background process it started
+    is stopped too, so nothing is left running that nobody owns."""
+    from tandem.fleet.places import RestartError, run_restart
+
+    pidfile = tmp_path / "child.pid"
+    command = f"sleep 300 & echo $! > {pidfile}; sleep 300"
+    with pytest.raises(RestartError, match="did not finish within 1 s"):
+        run_restart(command, timeout=1.0)
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def test_a_restart_command_that_starts_a_server_and_exits_leaves_it_running(
+    tmp_path: Path,
+) -> None:
+    """A command that finishes in time keeps what it started: that is the deployment."""
+    from tandem.fleet.places import run_restart
+
+    pidfile = tmp_path / "server.pid"
+    run_restart(f"sleep 300 > /dev/null 2>&1 & echo $! > {pidfile}", timeout=10.0)
+    server = int(pidfile.read_text())
+    try:
+        assert _alive(server)
+    finally:
+        os.kill(server, signal.SIGKILL)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,20 +63,49 @@ def run_restart(command: str, timeout: float) -> None:
     """
     with tempfile.TemporaryFile() as out:
         try:
-            completed = subprocess.run(
-                command, shell=True, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            # Its own process group: a command abandoned at its timeout is stopped with
+            # everything it started, so nothing it left behind runs on with no owner.
+            proc = subprocess.Popen(
+                command,
+                shell=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise RestartError(f"{command!r} did not finish within {timeout:g} s") from None
         except OSError as exc:
             raise RestartError(f"cannot run {command!r}: {exc.strerror or exc}") from None
-        if completed.returncode != 0:
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc)
+            raise RestartError(
+                f"{command!r} did not finish within {timeout:g} s (stopped, with what it started)"
+            ) from None
+        except BaseException:
+            _stop_group(proc)
+            raise
+        if returncode != 0:
             out.seek(max(0, os.fstat(out.fileno()).st_size - 600))
             tail = out.read().decode(errors="replace").strip()
             raise RestartError(
-                f"{command!r} exited with status {completed.returncode}"
-                + (f": {tail}" if tail else "")
+                f"{command!r} exited with status {returncode}" + (f": {tail}" if tail else "")
             )
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the command's process group, then SIGKILL whatever is left after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        if sig == signal.SIGTERM:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.05)  # members the shell did not wait for may still be exiting
+    proc.wait()
 
 
 @dataclass
