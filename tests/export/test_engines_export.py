@@ -36,6 +36,7 @@ def spec_thresholds(spec: RolloutSpec) -> dict[str, float]:
         "error-rate-gradual": trig.gradual_error_rate,
         "p99-ratio": 1.0 + trig.p99_increase,
         "memory-ratio": 1.0 + trig.memory_increase,
+        "trace-gaps": 0.0,
     }
 
 
@@ -52,6 +53,7 @@ def spec_failures(spec: RolloutSpec) -> dict[str, int]:
         "error-rate-gradual": gradual,
         "p99-ratio": gradual,
         "memory-ratio": gradual,
+        "trace-gaps": gradual,
     }
 
 
@@ -76,7 +78,7 @@ def test_flagger_objects_pass_the_published_crd_schemas(
     spec_name: str, ingress: str | None
 ) -> None:
     objects = flagger.manifests(MODEL, SPECS[spec_name], SEL, PROM, ingress)
-    assert [o["kind"] for o in objects] == ["MetricTemplate"] * 8 + ["Canary"]
+    assert [o["kind"] for o in objects] == ["MetricTemplate"] * 9 + ["Canary"]
     for obj in objects:
         validate(obj)
 
@@ -212,7 +214,7 @@ def test_every_engine_query_is_valid_promql_and_safe_from_templating(tmp_path: P
                     exprs[f"{name}/{obj['metadata']['name']}/{metric['name']}"] = query
             if obj["kind"] == "MetricTemplate":
                 exprs[f"{name}/{obj['metadata']['name']}"] = obj["spec"]["query"]
-    assert len(exprs) == 2 * (8 + 3 + 8)
+    assert len(exprs) == 2 * (9 + 3 + 9)
     for key, expr in exprs.items():
         assert "{{" not in expr and "}}" not in expr, key
         assert not re.search(r"\$\w", expr), key
@@ -232,3 +234,28 @@ def test_argo_deadlock_waits_the_alerts_for_when_not_a_whole_number_of_intervals
     assert limit * spec.interval >= spec.triggers.ping_timeout
     assert (limit - 1) * spec.interval < spec.triggers.ping_timeout
     assert limit == 3
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+def test_trace_gaps_judge_by_the_controllers_own_queries(spec_name: str) -> None:
+    """The trace-gap check counts with the very queries the controller's Prometheus source runs
+    (spans ended until the lag ago, spans exported and failed exports over the window)."""
+    spec = SPECS[spec_name]
+    check = {c.key: c for c in checks(spec, SEL)}["trace-gaps"]
+    assert check.rule == "gradual.tracing" and check.action == "reduce"
+    q = promql.trace_queries(SEL.candidate, spec.window, spec.triggers.trace_export_lag)
+    assert q is not None
+    for query in (q.spans_ended, q.spans_exported, q.export_failures):
+        assert f"round({query})" in check.value
+
+
+def test_trace_gaps_are_not_exported_when_decide_cannot_judge_them() -> None:
+    """A window no longer than the trace export lag leaves nothing to judge: decide() never
+    sees trace counts, and no engine gets the check."""
+    spec = RolloutSpec.from_dict({"window": "15s", "triggers": {"trace_export_lag": "15s"}})
+    assert promql.trace_queries(SEL.candidate, spec.window, spec.triggers.trace_export_lag) is None
+    assert "trace-gaps" not in {c.key for c in checks(spec, SEL)}
+    metrics = argo.triggers_template(MODEL, spec, SEL, PROM)["spec"]["metrics"]
+    assert "trace-gaps" not in {m["name"] for m in metrics}
+    analysis = flagger.canary(MODEL, spec, SEL)["spec"]["analysis"]
+    assert "trace-gaps" not in {m["name"] for m in analysis["metrics"]}

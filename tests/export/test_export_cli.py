@@ -115,7 +115,7 @@ def test_alerts_reach_the_rollout_webhook_as_alerts_not_incidents(
         ],
     }
     alerts = firing_alerts(payload)
-    assert len(alerts) == len(rules) == 8
+    assert len(alerts) == len(rules) == 9
     security = parse_matchers(RolloutSpec().triggers.security_alert_matcher)
     for alert in alerts:
         assert not matches(alert.labels, security)

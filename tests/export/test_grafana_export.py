@@ -103,7 +103,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
         for p in doc["panels"]
         for t in p.get("targets") or []
     }
-    assert len(queries) == 4 + 3 + 1 + 1 + 8
+    assert len(queries) == 4 + 3 + 1 + 1 + 9
     check_expressions(queries, tmp_path)
 
 

@@ -55,6 +55,7 @@ SPECS = {
                 "leak_min_span": "300s",
                 "leak_warmup": "200s",
                 "consecutive": 3,
+                "trace_export_lag": "25s",
             },
         }
     ),
@@ -372,6 +373,85 @@ def case_memory_leak(check: Check, spec: RolloutSpec, sel: Selectors, above: boo
     return Case(found, [(t_judge - spec.interval, False), (t_judge, above)])
 
 
+#: Spans the synthetic candidate ends per evaluation interval.
+SPANS_PER_STEP = 100.0
+
+
+def trace_series(sel: str, exported_per_step: float, failures: str | None = None) -> dict[str, str]:
+    """The candidate's ``drum_otel_*`` counters: SPANS_PER_STEP spans ended a sample, and
+    ``exported_per_step`` exported; no failed export unless ``failures`` gives the series."""
+    return {
+        series("drum_otel_spans_ended_total", sel): counter(SPANS_PER_STEP),
+        series("drum_otel_spans_exported_total", sel): counter(exported_per_step),
+        series("drum_otel_export_failures_total", sel): failures or gauge((0, HORIZON_STEPS)),
+    }
+
+
+def trace_counts(spec: RolloutSpec, exported_per_step: float, t: float) -> tuple[int, int]:
+    """(ended, exported) as the controller's Prometheus source reads them at ``t`` from the
+    linear counters of :func:`trace_series`: spans ended from the window's start (or the
+    counters' start at 0) until ``trace_export_lag`` ago, spans exported over the window;
+    each count rounded, as the source rounds it."""
+    filled = min(t, spec.window)
+    ended = SPANS_PER_STEP * (filled - spec.triggers.trace_export_lag) / spec.interval
+    return round(ended), round(exported_per_step * filled / spec.interval)
+
+
+def trace_gap_fired(spec: RolloutSpec, ended: int, exported: int, failures: int = 0) -> bool:
+    return gradual_fired(
+        spec,
+        "tracing",
+        candidate_spans_ended=ended,
+        candidate_spans_exported=exported,
+        candidate_span_export_failures=failures,
+    )
+
+
+def case_trace_gaps(check: Check, spec: RolloutSpec, sel: Selectors, above: bool) -> Case:
+    """Spans ended at a steady rate; exported at a rate that, over a full window, delivers
+    decide()'s first missing span count that fires (above: one span short of the spans that
+    ended until the lag ago) or every one of them (below). While the window fills the lag's
+    margin shrinks: decide() on each evaluation's counts says when the gap first opens, and
+    the alert fires ``for`` later."""
+    ended, _ = trace_counts(spec, 0.0, spec.window)
+    missing = boundary(lambda m: trace_gap_fired(spec, ended, ended - round(m)), 0, ended)
+    if not above:
+        missing -= 1
+    exported_per_step = (ended - missing) * spec.interval / spec.window
+    assert trace_counts(spec, exported_per_step, spec.window) == (ended, ended - missing)
+    assert trace_gap_fired(spec, ended, round(ended - missing)) == above
+    case = Case(trace_series(sel.candidate, exported_per_step))
+    if not above:
+        case.expect = [
+            (t, False) for t in (spec.window, spec.window + check.for_s, 3 * spec.window)
+        ]
+        return case
+    first = next(
+        k * spec.interval
+        for k in range(2, steps_in(spec, spec.window) + 1)
+        if trace_gap_fired(spec, *trace_counts(spec, exported_per_step, k * spec.interval))
+    )
+    wait = check.for_s
+    case.expect = [(first - spec.interval, False), (first + wait - spec.interval, wait == 0)]
+    case.expect += [(first + wait, True), (3 * spec.window, True)]
+    return case
+
+
+def case_trace_export_failure(check: Check, spec: RolloutSpec, sel: Selectors) -> Case:
+    """Every span exported (the lag's margin ahead of the spans ended), but one failed export
+    at t0: decide() reduces on a single failure, the alert ``for`` after it."""
+    assert trace_gap_fired(spec, 1000, 1000, failures=1)
+    assert not trace_gap_fired(spec, 1000, 1000, failures=0)
+    t0 = 60 * spec.interval
+    before = steps_in(spec, t0)
+    failures = gauge((0, before), (1, HORIZON_STEPS - before))
+    wait = check.for_s
+    return Case(
+        trace_series(sel.candidate, SPANS_PER_STEP, failures),
+        [(t0 - spec.interval, False), (t0 + wait - spec.interval, wait == 0), (t0 + wait, True)],
+    )
+
+
 BUILDERS: dict[str, Callable[[Check, RolloutSpec, Selectors, bool], Case]] = {
     "prediction-difference": case_differences,
     "oom-kills": case_oom,
@@ -381,6 +461,7 @@ BUILDERS: dict[str, Callable[[Check, RolloutSpec, Selectors, bool], Case]] = {
     "error-rate-gradual": case_error_rate_gradual,
     "p99-ratio": case_p99,
     "memory-ratio": case_memory_ratio,
+    "trace-gaps": case_trace_gaps,
 }
 
 
@@ -434,6 +515,8 @@ def test_alert_fires_above_threshold_and_not_below(
     cases = [build(check, spec, sel, True), build(check, spec, sel, False)]
     if key == "error-rate":
         cases.append(case_error_rate_evidence(check, spec, sel))
+    if key == "trace-gaps":
+        cases.append(case_trace_export_failure(check, spec, sel))
     run_cases(tmp_path, spec, check, cases)
 
 
@@ -462,4 +545,5 @@ def test_for_durations_follow_the_spec() -> None:
             "gradual.error_rate": gradual,
             "gradual.p99": gradual,
             "gradual.memory": gradual,
+            "gradual.tracing": gradual,
         }

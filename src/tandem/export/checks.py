@@ -28,13 +28,21 @@ gradual.p99               candidate P99 over the baseline's above ``1 + p99_incr
                           with ``min_samples`` requests: exact.
 gradual.memory            candidate RSS per worker over the baseline's above
                           ``1 + memory_increase``: exact.
+gradual.tracing           spans missing (ended from the window's start until ``trace_export_lag``
+                          ago, less those exported over the whole ``window``) plus failed span
+                          exports above 0, the controller's own queries with each count rounded
+                          as its Prometheus source rounds it (a count ending in exactly .5 rounds
+                          up in PromQL, to even in Python); no value while the candidate does not
+                          trace, as in ``decide()``, but a candidate whose scrape went stale is
+                          still judged on the samples left in the window (the controller counts
+                          it as no data). Not exported when the window is not longer than the
+                          lag (``decide()`` never judges it then).
 ========================  =======================================================================
 
 Immediate checks fire at once (``for: 0s``); gradual ones after ``consecutive`` evaluations in a
 row, i.e. ``for: (consecutive - 1) * interval`` with the rule group evaluated every ``interval``;
 the deadlock check after ``ping_timeout``. Not exported: security incidents (they *are* alerts:
-route them to the rollout's webhook), extension failures (user reports, not metrics) and trace
-gaps (their queries are not in :mod:`tandem.rollout.promql` yet).
+route them to the rollout's webhook) and extension failures (user reports, not metrics).
 """
 
 from __future__ import annotations
@@ -153,7 +161,7 @@ def checks(spec: RolloutSpec, sel: Selectors) -> tuple[Check, ...]:
     )
     gradual = gradual_for(spec)
     pct = f"{trig.immediate_error_rate:.2%}"
-    return (
+    found = [
         Check(
             "prediction-difference",
             "TandemMirrorPredictionDifference",
@@ -265,7 +273,27 @@ def checks(spec: RolloutSpec, sel: Selectors) -> tuple[Check, ...]:
             "baseline's: reduce the canary weight",
             0.0,
         ),
-    )
+    ]
+    gaps = promql.trace_gaps(cand, spec.window, trig.trace_export_lag)
+    if gaps is not None:
+        found.append(
+            Check(
+                "trace-gaps",
+                "TandemCandidateTraceGaps",
+                "gradual.tracing",
+                "reduce",
+                gaps,
+                ">",
+                0.0,
+                gradual,
+                "none",
+                f"Candidate spans were lost (failed span exports, or fewer spans exported in "
+                f"the last {window} than ended until {trig.trace_export_lag:g}s ago): reduce "
+                "the canary weight",
+                0.0,
+            )
+        )
+    return tuple(found)
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,21 @@ def leak_growth_per_hour(sel: str, span_s: float, step_s: float, history_s: floa
     return f"min({labelled}) and {present_since(sel, history_s)}"
 
 
+def trace_gaps(sel: str, window_s: float, lag_s: float) -> str | None:
+    """The trace-gap rule's value: spans missing (ended from the window's start until ``lag_s``
+    ago, less those exported over the whole window, 0 when as many or more were exported) plus
+    failed span exports over the window; above 0 exactly when
+    :func:`tandem.rollout.decide.decide` finds a trace gap. Each count is rounded as the
+    controller's Prometheus source rounds it (:func:`trace_queries`' three queries); no value
+    while any of them has none (the side does not trace), and None when the window is not
+    longer than the lag (nothing to judge)."""
+    q = trace_queries(sel, window_s, lag_s)
+    if q is None:
+        return None
+    missing = f"clamp_min(round({q.spans_ended}) - round({q.spans_exported}), 0)"
+    return f"{missing} + round({q.export_failures})"
+
+
 def mirror_differences(router_sel: str, window: str) -> str:
     """Mirrored responses that differed from the baseline's in the window (rollout router)."""
     return f"sum(increase(tandem_router_mirror_differences_total{{{router_sel}}}[{window}]))"
