@@ -105,10 +105,14 @@ def test_probes_use_paths_the_server_serves() -> None:
         "readinessProbe": "/readyz",
     }
     assert set(probes.values()) <= served
-    # The migration plan's startupProbe; liveness restarts a pod silent for ping_timeout.
+    # The migration plan's startupProbe; liveness restarts a pod silent for ping_timeout only
+    # after the deadlock alert (up down for ping_timeout, seen one interval later) has fired,
+    # so a restart never hides the deadlock from the rollback.
     startup, live = container["startupProbe"], container["livenessProbe"]
     assert (startup["periodSeconds"], startup["failureThreshold"]) == (10, 30)
-    assert live["periodSeconds"] * live["failureThreshold"] == SPEC.triggers.ping_timeout
+    restart_after = live["periodSeconds"] * live["failureThreshold"]
+    assert restart_after >= SPEC.triggers.ping_timeout + 2 * SPEC.interval
+    assert restart_after - live["periodSeconds"] < SPEC.triggers.ping_timeout + 2 * SPEC.interval
 
 
 def test_monitor_gives_the_queries_their_labels() -> None:

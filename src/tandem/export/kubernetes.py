@@ -9,8 +9,9 @@
   sends.
 - **Deployment** ``<name>``: the server with ``startupProbe`` on ``/startupz`` (30 × 10 s, the
   migration plan's example), ``livenessProbe`` on ``/livez`` (restarts a pod silent for the
-  rollout's ``ping_timeout``) and ``readinessProbe`` on ``/readyz`` (503 while no model is loaded
-  or every model thread is stuck), resources from :mod:`.sizing`.
+  rollout's ``ping_timeout`` plus two intervals, after the deadlock alert has fired) and
+  ``readinessProbe`` on ``/readyz`` (503 while no model is loaded or every model thread is
+  stuck), resources from :mod:`.sizing`.
 - **Service** ``<name>``: port ``http``.
 - **PodMonitor** (default) or **ServiceMonitor** (prometheus-operator): scrapes ``/metrics``
   every ``interval`` of the rollout spec, keeps the server's own ``server_type`` label
@@ -78,6 +79,16 @@ def _probe(model: Model, path: str, period: int, failures: int, timeout: int) ->
     }
 
 
+def liveness_failures(spec: RolloutSpec) -> int:
+    """Failed ``/livez`` probes (``PROBE_PERIOD`` apart) before the kubelet restarts a pod.
+
+    A restart would hide a deadlock from the rollback trigger (``up`` down for ``ping_timeout``,
+    seen at the next evaluation, one ``interval`` later): the kubelet waits two intervals past
+    that, so the deadlocked candidate is rolled back before it is restarted.
+    """
+    return max(1, math.ceil((spec.triggers.ping_timeout + 2 * spec.interval) / PROBE_PERIOD))
+
+
 def container(model: Model, spec: RolloutSpec, server_type_env: bool = False) -> dict[str, Any]:
     """The server container. ``server_type_env``: set ``MLOPS_RUNTIME_PARAM_DRUM_SERVER_TYPE``
     (DRUM's JSON form, as in the ConfigMap) in the pod template too (it wins over the
@@ -95,8 +106,7 @@ def container(model: Model, spec: RolloutSpec, server_type_env: bool = False) ->
     if server_type_env:
         value = server_type_value(model.server_type)
         env.append({"name": env_name(SERVER_TYPE_KEY), "value": value})
-    # Liveness: a pod whose /livez stays silent for the rollout's ping_timeout is restarted.
-    live_failures = max(1, math.ceil(spec.triggers.ping_timeout / PROBE_PERIOD))
+    live_failures = liveness_failures(spec)
     return {
         "name": CONTAINER,
         "image": model.image,
