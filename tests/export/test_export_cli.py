@@ -185,3 +185,45 @@ def test_image_is_required_for_workloads(capsys: pytest.CaptureFixture[str]) -> 
         main(["export", "kubernetes", *BASE])
     assert exc.value.code == 2
     assert "--image" in capsys.readouterr().err
+
+
+def test_operator_labels_reach_the_monitor_and_the_rule_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kube-prometheus-stack's Prometheus picks up monitors and rules by ``release``: the label
+    goes on those objects (still valid against their CRDs) and nowhere else."""
+    out = tmp_path / "m"
+    labels = ["--operator-label", "release=kps", "--operator-label", "example.com/team=ml"]
+    assert main(["export", "all", *BASE, *IMAGE, *labels, "--out", str(out)]) == 0
+    wanted = {"release": "kps", "example.com/team": "ml"}
+    seen = set()
+    for name in ("kubernetes.yaml", "prometheus-rule.yaml"):
+        for obj in docs((out / name).read_text()):
+            validate(obj)
+            have = obj["metadata"].get("labels", {})
+            if obj["kind"] in ("PodMonitor", "ServiceMonitor", "PrometheusRule"):
+                seen.add(obj["kind"])
+                assert wanted.items() <= have.items(), obj["kind"]
+                assert have["tandem-model"] == "churn"  # the object's own labels stay
+            else:
+                assert "release" not in have, obj["kind"]
+    assert seen == {"PodMonitor", "PrometheusRule"}
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("release", "expected a Kubernetes label KEY=VALUE"),
+        ("bad key=x", "expected a Kubernetes label KEY=VALUE"),
+        ("release=" + "x" * 64, "must be at most 63"),
+        ("release=-x", "must be at most 63"),
+    ],
+)
+def test_a_malformed_operator_label_is_refused(
+    label: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "kubernetes", *BASE, *IMAGE, "--operator-label", label])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -7,6 +7,7 @@ Exit status: 0 written, 1 the options or the rollout spec cannot be exported (no
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -39,6 +40,39 @@ def _runtime_param(value: str) -> tuple[str, str]:
     return key.strip(), val
 
 
+#: A Kubernetes label: optional DNS-subdomain prefix, a name, and a value of up to 63 characters.
+_LABEL_KEY = re.compile(
+    r"^(?:[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+#: The prometheus-operator objects that an operator's Prometheus selects by label.
+OPERATOR_KINDS = ("PodMonitor", "ServiceMonitor", "PrometheusRule")
+
+
+def _label(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not _LABEL_KEY.match(key) or len(key.rpartition("/")[0]) > 253:
+        raise argparse.ArgumentTypeError(f"expected a Kubernetes label KEY=VALUE, got {value!r}")
+    if not _LABEL_VALUE.match(val):
+        raise argparse.ArgumentTypeError(
+            f"label value {val!r} must be at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return key, val
+
+
+def _with_operator_labels(
+    objects: list[dict[str, Any]], labels: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Add ``--operator-label`` labels to the prometheus-operator objects (kube-prometheus-stack's
+    Prometheus, for one, only picks up monitors and rules labelled ``release: <its release>``)."""
+    for obj in objects:
+        if obj.get("kind") in OPERATOR_KINDS:
+            obj["metadata"].setdefault("labels", {}).update(dict(labels))
+    return objects
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -58,6 +92,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="rollout.yaml: thresholds, steps and timings (default: defaults)",
     )
     parser.add_argument("--out", type=Path, metavar="DIR", help="write files here, not stdout")
+    parser.add_argument(
+        "--operator-label",
+        type=_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label the PodMonitor/ServiceMonitor and PrometheusRule with it, as the cluster's "
+        "Prometheus selects them (kube-prometheus-stack: release=<its release>); repeatable",
+    )
 
 
 def _workload(parser: argparse.ArgumentParser, image_required: bool) -> None:
@@ -261,7 +304,10 @@ def render(args: argparse.Namespace) -> dict[str, str]:
     files: dict[str, str] = {}
     kind = args.kind
     if kind in ("kubernetes", "all"):
-        objects = kubernetes.manifests(model, spec, args.workload, args.with_service, args.monitor)
+        objects = _with_operator_labels(
+            kubernetes.manifests(model, spec, args.workload, args.with_service, args.monitor),
+            args.operator_label,
+        )
         files["kubernetes.yaml"] = _yaml(objects, [*header, f"Resources: {model.resources.basis}."])
     if kind in ("prometheus-rules", "all"):
         sel = _selectors_of(args, model)
@@ -271,7 +317,7 @@ def render(args: argparse.Namespace) -> dict[str, str]:
             f"{model.name}-rollout", model.namespace, group, {"tandem-model": model.name}
         )
         plain = _yaml([rules.rules_file(group)], header)
-        wrapped = _yaml([rule], header)
+        wrapped = _yaml(_with_operator_labels([rule], args.operator_label), header)
         if kind == "prometheus-rules" and args.plain and not args.out:
             files["prometheus-rules.yml"] = plain
         else:
