@@ -365,3 +365,30 @@ def test_the_dashboard_shows_the_fleets_deployments(rig: Rig) -> None:
     assert [d["action"] for d in doc["decisions"]][:2] == ["start", "apply"]
     assert doc["observations"][-1]["fleet"] == {"fastapi": 1, "flask": 7}
     assert 'id="fleet-section"' in page and "renderFleet" in page
+
+
+def test_a_walk_is_saved_as_it_happens(tmp_path: Path) -> None:
+    """``tandem fleet status`` reads the store while a walk restarts deployments: each restart,
+    and a failed deployment's put-back and hold, are in the store before the walk ends (a crash
+    mid-walk keeps them)."""
+    rig = make_rig(tmp_path, max_unavailable=1)
+    world, bad = rig.world, "fleet-35"  # moves to FastAPI at 25 %
+    world.deployments[bad].fail_on = {"fastapi"}
+    rig.controller.initial_status()
+    seen: list[tuple[str, dict]] = []
+
+    def read_store(dep: object) -> None:
+        reader = RolloutStore(tmp_path / "fleet.db")
+        try:
+            members = reader.get_json("fleet_members") or {}
+        finally:
+            reader.close()
+        seen.append((dep.id, members.get(dep.id, {})))  # type: ignore[attr-defined]
+
+    world.on_restart.append(read_store)
+    rig.until(lambda s: rig.world.deployments[bad].restarts >= 2)
+    first, *rest = [doc for i, doc in seen if i == bad]
+    assert first["health"] == "restarting"
+    put_back = rest[0]  # read while it is being put back on Flask, still in the walk
+    assert put_back["held_at"] == 25.0 and put_back["health"] == "restarting"
+    assert all(doc.get("health") == "restarting" for _, doc in seen)

@@ -86,6 +86,17 @@ class FleetController:
         """What :func:`decide` is given: the user's spec with the steps this fleet walks."""
         self.store = store
         self.walker = walker
+        # Every change a walk makes (a restart begun, a deployment verified or put back and
+        # held) is saved as it happens, from the walk's threads, on a connection of their own:
+        # `tandem fleet status` shows a long walk live, and a crash mid-walk keeps the marks.
+        self._live_store = RolloutStore(store.path, any_thread=True)
+        publish = walker.on_change
+
+        def on_change() -> None:
+            self._save_members(self._live_store)
+            publish()
+
+        walker.on_change = on_change
         self.metrics = metrics
         self.notify = notify
         self.pager = pager
@@ -113,7 +124,10 @@ class FleetController:
 
     def save_members(self) -> None:
         """Keep every deployment's state in the store (``fleet_members``)."""
-        self.store.set_json("fleet_members", {i: s.to_dict() for i, s in self.states.items()})
+        self._save_members(self.store)
+
+    def _save_members(self, store: RolloutStore) -> None:
+        store.set_json("fleet_members", {i: s.to_dict() for i, s in self.states.items()})
 
     def _save_step(self) -> None:
         self.store.set_json(

@@ -83,12 +83,16 @@ class DecisionRow:
 class RolloutStore:
     """Reads and writes the rollout's SQLite file. Safe for several processes (WAL mode)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, any_thread: bool = False) -> None:
+        """``any_thread``: the connection may be used from other threads than its creator's
+        (one at a time: the caller serialises)."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # Created 0600 before SQLite opens it: the state holds deployment details and commands.
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        self._conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+        self._conn = sqlite3.connect(
+            str(path), timeout=30.0, isolation_level=None, check_same_thread=not any_thread
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
