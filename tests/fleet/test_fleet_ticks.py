@@ -392,3 +392,30 @@ def test_a_walk_is_saved_as_it_happens(tmp_path: Path) -> None:
     put_back = rest[0]  # read while it is being put back on Flask, still in the walk
     assert put_back["held_at"] == 25.0 and put_back["health"] == "restarting"
     assert all(doc.get("health") == "restarting" for _, doc in seen)
+
+
+def test_a_promote_with_deployments_put_back_does_not_exit_0(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's promote jumps to 100 %; a deployment failing on FastAPI there is put back,
+    and the command says so and exits 1 rather than claiming the fleet moved."""
+    from tandem.fleet.cli import EXIT_NOT_PROMOTED, EXIT_PROMOTED, exit_code
+
+    rig.world.deployments["fleet-35"].fail_on = {"fastapi"}
+    rig.controller.initial_status()
+    rig.store.add_command("pause")
+    rig.tick(3)
+    rig.store.add_command("promote")
+    status = rig.tick()
+    assert (status.phase, status.weight) == (Phase.PROMOTED, 100.0)
+    assert rig.world.deployments["fleet-35"].side == "flask"
+    behind = rig.controller.left_behind(status)  # and those deferred after its batch failed
+    assert "fleet-35" in behind and set(behind) == set(IDS) - rig.world.on_fastapi()
+    assert exit_code(rig.controller, status) == EXIT_NOT_PROMOTED
+    assert f"{len(behind)} deployment(s) are still on Flask" in capsys.readouterr().err
+    rig.world.deployments["fleet-35"].fail_on = set()
+    healthy = make_rig(rig.store.path.parent / "ok")
+    healthy.controller.initial_status()
+    healthy.store.add_command("promote")
+    done = healthy.tick()
+    assert exit_code(healthy.controller, done) == EXIT_PROMOTED

@@ -388,7 +388,24 @@ def _run_locked(args: argparse.Namespace) -> int:
         if dashboard is not None:
             dashboard.stop()
     print(f"fleet stopped: {status.phase.value} at {status.weight:g}%", flush=True)
-    return EXIT_PROMOTED if status.phase.value == "promoted" else EXIT_NOT_PROMOTED
+    return exit_code(controller, status)
+
+
+def exit_code(controller: Any, status: Any) -> int:
+    """0 only when the fleet was promoted and every deployment moved: an operator's promote
+    with deployments put back on Flask is reported and exits 1."""
+    if status.phase.value != "promoted":
+        return EXIT_NOT_PROMOTED
+    behind = controller.left_behind(status)
+    if behind:
+        print(
+            f"fleet: promoted, but {len(behind)} deployment(s) are still on Flask (failed on "
+            f"FastAPI and put back, or not attempted after a failure): {', '.join(behind)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_NOT_PROMOTED
+    return EXIT_PROMOTED
 
 
 def _dry_run(args: argparse.Namespace) -> int:

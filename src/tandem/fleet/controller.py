@@ -205,6 +205,12 @@ class FleetController:
             self._stop.wait(max(0.0, self.spec.interval - (self.clock() - started)))
         return status
 
+    def left_behind(self, status: RolloutStatus) -> list[str]:
+        """Deployments held at ``status.weight``: failed on FastAPI and put back on Flask, or
+        not attempted after a failed batch. A fleet promoted with any of them did not all
+        move."""
+        return sorted(i for i, s in self.states.items() if s.held_at == status.weight)
+
     # -- one evaluation ----------------------------------------------------------------------
 
     def tick(self, status: RolloutStatus) -> RolloutStatus:
