@@ -405,7 +405,7 @@ def test_a_command_is_kept_while_the_router_cannot_be_read(rig: dict[str, Any]) 
     """An evaluation that cannot observe must not consume the operator's command."""
     controller, clock, router = rig["c"], rig["clock"], rig["router"]
     status = controller.initial_status()
-    rig["store"].add_command("abort")
+    rig["store"].add_command("pause")
     readable = router.stats
 
     def unreadable() -> dict[str, Any]:
@@ -415,12 +415,30 @@ def test_a_command_is_kept_while_the_router_cannot_be_read(rig: dict[str, Any]) 
     clock.now += SPEC.interval
     status = controller.tick(status)
     assert status.phase == Phase.SHADOW
-    assert [c for _, c in rig["store"].pending_commands()] == ["abort"]
+    assert [c for _, c in rig["store"].pending_commands()] == ["pause"]
     router.stats = readable
     clock.now += SPEC.interval
     status = controller.tick(status)
-    assert status.phase == Phase.ABORTED
+    assert status.phase == Phase.PAUSED
     assert rig["store"].pending_commands() == []
+
+
+def test_an_abort_acts_while_the_router_cannot_be_read(rig: dict[str, Any]) -> None:
+    """The operator's abort needs no observation: weight 0 is applied at once."""
+    controller, clock, router = rig["c"], rig["clock"], rig["router"]
+    status = controller.initial_status()
+
+    def unreadable() -> dict[str, Any]:
+        raise httpx.ConnectError("router restarting")
+
+    router.stats = unreadable
+    rig["store"].add_command("abort")
+    clock.now += SPEC.interval
+    status = controller.tick(status)
+    assert (status.phase, status.weight) == (Phase.ABORTED, 0.0)
+    assert rig["store"].pending_commands() == []
+    assert rig["store"].decisions()[-1].rule == "operator.abort"
+    assert rig["traffic"].applied[-1][0] == 0.0
 
 
 class RoutingRouter(FakeRouter):

@@ -734,7 +734,11 @@ class Controller:
             command = pending[0][1]
         obs = self.observe(status)
         if obs is None:
-            return status  # the command stays queued for an evaluation that can decide
+            if command != "abort":
+                return status  # the command stays queued for an evaluation that can decide
+            # An abort needs no observation: it acts even while the router cannot be read
+            # (restarting, or the comparison service down while nginx serves).
+            obs = Observations(now=self.clock())
         decision = decide(self.spec, status, obs, command)
         self.record(status, decision, obs)
         if pending:
