@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tandem.core import limits
+from tandem.errors import TandemError
 
 #: A slot with no live worker: never the least loaded.
 VACANT = 1 << 62
@@ -190,9 +191,39 @@ class BalancedAcceptLoop(asyncio.SelectorEventLoop):
         )
 
 
+#: The asyncio internals :class:`BalancedAcceptLoop` overrides or calls (CPython 3.11 to 3.13
+#: have them), and the leading parameters of ``_accept_connection`` it passes on.
+_INTERNALS = ("_accept_connection", "_add_reader", "_remove_reader")
+_ACCEPT_PARAMS = ("self", "protocol_factory", "sock", "sslcontext", "server", "backlog")
+
+
+def check_asyncio_internals() -> None:
+    """Fail loudly when this Python's asyncio lacks what :class:`BalancedAcceptLoop` overrides
+    (private methods of ``asyncio.selector_events``), rather than balance wrongly."""
+    import inspect
+    import platform
+    from asyncio import selector_events
+
+    base = selector_events.BaseSelectorEventLoop
+    problems = [f"no {name}()" for name in _INTERNALS if not callable(getattr(base, name, None))]
+    if not problems:
+        params = tuple(inspect.signature(base._accept_connection).parameters)  # type: ignore[attr-defined]
+        if params[: len(_ACCEPT_PARAMS)] != _ACCEPT_PARAMS:
+            problems.append(f"_accept_connection{params}")
+    if problems:
+        raise TandemError(
+            f"Python {platform.python_version()}: asyncio's selector event loop changed "
+            f"({'; '.join(problems)}), so Tandem's connection-balancing loop for several FastAPI "
+            "workers cannot run on it. Set DRUM_UVICORN_LOOP=uvloop, or one worker."
+        )
+
+
 def loop_setting(loop: str, workers: int) -> Any:
     """Uvicorn's ``loop`` setting: with several workers on asyncio, the balancing loop."""
-    return BalancedAcceptLoop if loop == "asyncio" and workers > 1 else loop
+    if loop == "asyncio" and workers > 1:
+        check_asyncio_internals()
+        return BalancedAcceptLoop
+    return loop
 
 
 class CoalescingTransport:
@@ -248,6 +279,48 @@ class _Refused(Exception):
     """Raised in a parser callback to stop a request the limit table refuses."""
 
 
+#: What :func:`http_protocol`'s subclass overrides or reads of Uvicorn's httptools protocol and
+#: its request cycle (internals, not a public API): methods, and attributes they assign.
+_UVICORN_METHODS = (
+    "connection_made",
+    "connection_lost",
+    "on_message_begin",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_body",
+    "send_400_response",
+    "_should_upgrade",
+)
+_UVICORN_PROTOCOL_ATTRS = ("cycle", "parser", "flow", "url", "loop", "transport")
+_UVICORN_CYCLE_ATTRS = ("body", "message_event", "more_body", "response_complete", "keep_alive")
+
+
+def check_uvicorn_internals() -> None:
+    """Fail loudly when the installed Uvicorn's httptools protocol no longer has what Tandem's
+    subclass relies on, rather than serve with limits or timeouts silently missing."""
+    import inspect
+
+    import uvicorn
+    from uvicorn.protocols.http import httptools_impl
+
+    protocol, cycle = httptools_impl.HttpToolsProtocol, httptools_impl.RequestResponseCycle
+    problems = [f"no {m}()" for m in _UVICORN_METHODS if not callable(getattr(protocol, m, None))]
+    for cls, attrs in ((protocol, _UVICORN_PROTOCOL_ATTRS), (cycle, _UVICORN_CYCLE_ATTRS)):
+        source = inspect.getsource(cls)
+        problems += [
+            f"no {cls.__name__}.{a}"
+            for a in attrs
+            if f"self.{a} =" not in source and f"self.{a}:" not in source
+        ]
+    if problems:
+        raise TandemError(
+            f"uvicorn {uvicorn.__version__}: its httptools protocol changed "
+            f"({'; '.join(problems)}); Tandem's FastAPI worker builds on it. Install a "
+            "uvicorn Tandem was tested with (0.36 to 0.55)."
+        )
+
+
 def http_protocol(header_timeout: float = 30.0) -> type:
     """Uvicorn's httptools protocol as Tandem's workers use it.
 
@@ -258,6 +331,8 @@ def http_protocol(header_timeout: float = 30.0) -> type:
     delayed ACK (40 ms) on the asyncio loop.
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    check_uvicorn_internals()
 
     class TandemHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:
