@@ -165,6 +165,22 @@ def test_errors_roll_back_and_the_zero_weight_is_applied(rig: dict[str, Any]) ->
     assert any("rolled back" in n for n in rig["notes"])
 
 
+def test_a_difference_the_router_stored_before_it_died_rolls_back(rig: dict[str, Any]) -> None:
+    """The router restarted and its counters read 0, but the difference it stored is seen."""
+    controller, clock = rig["c"], rig["clock"]
+    status = controller.initial_status()
+    rig["store"].add_event(
+        "difference", "router", "POST /predict/ (request r7): body differ at byte 8", {}
+    )
+    clock.now += SPEC.interval
+    status = controller.tick(status)
+    assert (status.phase, status.rollback_rule) == (
+        Phase.ROLLED_BACK,
+        "immediate.prediction_difference",
+    )
+    assert "request r7" in rig["store"].decisions()[-1].reason
+
+
 def test_a_refused_weight_is_notified_once_retried_and_not_recorded_as_applied(
     rig: dict[str, Any],
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -263,6 +264,30 @@ def test_mirrors_are_compared_and_differences_kept() -> None:
     assert [h.get("x-tandem-mirror") for _, url, h, _ in backend.sent if url.startswith(CAND)] == [
         "1"
     ] * 3
+
+
+def test_a_difference_is_also_recorded_in_the_rollout_store(tmp_path: Path) -> None:
+    """The router's counters die with it; the store keeps each difference for the controller."""
+    from tandem.rollout.store import RolloutStore
+
+    state = tmp_path / "rollout.db"
+    RolloutStore(state).close()
+    answers = iter([ok(b'{"p":[1.0]}'), ok(b'{"p":[1.5]}')])
+    backend = FakeBackend({BASE: ok(b'{"p":[1.0]}'), CAND: lambda: next(answers)()})
+
+    async def scenario(router: Router, public: httpx.AsyncClient, _: Any) -> None:
+        for i in range(2):
+            await public.post("/predict/", content=b"x", headers={"X-Request-ID": f"r{i}"})
+            await settle(router)
+
+    run(backend, scenario, mirror_rate=1.0, store_path=str(state))
+    store = RolloutStore(state)
+    try:
+        (event,) = store.events("difference")
+    finally:
+        store.close()
+    assert (event.source, event.labels) == ("router", {"request_id": "r1", "path": "/predict/"})
+    assert event.text.startswith("POST /predict/ (request r1): body differ at byte 8")
 
 
 def test_mirrors_beyond_the_in_flight_limit_are_dropped() -> None:

@@ -10,9 +10,10 @@ requests of each side. Anything short of that is inconclusive and holds the step
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 
 def wilson_bounds(errors: int, total: int, confidence: float) -> tuple[float, float]:
@@ -75,3 +76,19 @@ class TraceWindow:
     spans_ended: int
     spans_exported: int
     export_failures: int
+
+
+def describe_difference(item: Mapping[str, Any]) -> str:
+    """One line for a mirrored answer that differed from the baseline's (the router's difference
+    record): what the decision log and the stored event say, at most 400 characters."""
+    text = (
+        f"{item.get('method', '')} {item.get('path', '?')} (request "
+        f"{item.get('request_id')}): {', '.join(item.get('differs', []))} differ"
+        + (
+            f" at byte {item['offset']}: baseline {item.get('baseline_bytes')!r}, candidate "
+            f"{item.get('candidate_bytes')!r}"
+            if item.get("offset") is not None
+            else ""
+        )
+    )
+    return text[:400]

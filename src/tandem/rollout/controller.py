@@ -38,7 +38,7 @@ import psutil
 from tandem.ops.logscan import extension_failures
 from tandem.quantiles import histogram_quantile
 from tandem.rollout.alerts import matches, parse_matchers
-from tandem.rollout.analysis import SideWindow, TraceWindow
+from tandem.rollout.analysis import SideWindow, TraceWindow, describe_difference
 from tandem.rollout.decide import Decision, Observations, decide
 from tandem.rollout.nginx import TrafficError
 from tandem.rollout.paging import PagerDuty, dedup_key
@@ -341,26 +341,14 @@ def parse_router_stats(doc: Mapping[str, Any], at: float) -> Snapshot:
         sides[side] = total
     mirror = doc.get("mirror", {})
     diffs = mirror.get("differences") or []
-    first = ""
-    if diffs:
-        item = diffs[0]
-        first = (
-            f"{item.get('method', '')} {item.get('path', '?')} (request "
-            f"{item.get('request_id')}): {', '.join(item.get('differs', []))} differ"
-            + (
-                f" at byte {item['offset']}: baseline {item.get('baseline_bytes')!r}, candidate "
-                f"{item.get('candidate_bytes')!r}"
-                if item.get("offset") is not None
-                else ""
-            )
-        )
+    first = describe_difference(diffs[0]) if diffs else ""
     return Snapshot(
         at,
         sides,
         bounds,
         int(mirror.get("compared", 0)),
         int(mirror.get("differing", 0)),
-        first[:400],
+        first,
         # 5xx where the baseline answered. Mirrors that got no answer at all (a timeout on a
         # loaded machine) are the candidate-down and latency rules' evidence, not this one's.
         int(mirror.get("candidate_failed", 0)),
@@ -807,6 +795,7 @@ class Controller:
             # At 100 % the baseline serves nothing: judge against its last full step.
             step_baseline = self.reference_baseline
         alerts = self._security_alerts(status)
+        stored = self.store.events("difference", since=status.started_at)
         return Observations(
             now=now,
             security_alerts=len(alerts),
@@ -822,9 +811,11 @@ class Controller:
             candidate_oom_kills=oom,
             candidate_last_ping=self.last_ping,
             mirror_compared=snap.mirror_compared,
-            mirror_differences=snap.mirror_differences,
+            # The router's counter, or the differences it stored: a router that died before
+            # this evaluation read its counter still left them in the store.
+            mirror_differences=max(snap.mirror_differences, len(stored)),
             mirror_failures=snap.mirror_failures,
-            first_difference=snap.first_difference,
+            first_difference=snap.first_difference or (stored[0].text if stored else ""),
             candidate_spans_ended=None if traces is None else traces.spans_ended,
             candidate_spans_exported=None if traces is None else traces.spans_exported,
             candidate_span_export_failures=None if traces is None else traces.export_failures,

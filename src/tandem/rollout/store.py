@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
     source TEXT NOT NULL, text TEXT NOT NULL, labels TEXT NOT NULL, key TEXT UNIQUE);
 """
-EVENT_KINDS = ("extension", "alert")
+EVENT_KINDS = ("extension", "alert", "difference")
 
 
 @dataclass(frozen=True)

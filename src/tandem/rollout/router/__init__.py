@@ -95,7 +95,8 @@ every request needs ``Authorization: Bearer <token>`` or ``?token=<token>``):
 - ``GET /`` the dashboard page and ``GET /api/dashboard`` its JSON (see
   :mod:`tandem.rollout.dashboard`).
 - ``POST /api/alerts`` (Alertmanager's webhook) and ``POST /api/reports``
-  (``{"extension": "what failed"}``) record events in the rollout store.
+  (``{"extension": "what failed"}``) record events in the rollout store, as does every mirrored
+  answer that differs from the baseline's (so a router that dies keeps that evidence).
 - ``GET /metrics``: the router's own Prometheus metrics (:mod:`.metrics`): requests, errors,
   connection failures and latency per side for served and mirrored traffic; mirror comparisons,
   differences and skips; the weight in force.

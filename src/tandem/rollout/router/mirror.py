@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tandem.rollout.analysis import describe_difference
 from tandem.rollout.router.backend import Backend, BackendError, Headers
 from tandem.rollout.router.routing import BASELINE, CANDIDATE, SIDES
 from tandem.rollout.router.stats import MirrorStats, SideStats
@@ -86,6 +87,26 @@ def compare_answers(
     }
 
 
+def record_difference(store_path: str, difference: dict[str, Any]) -> None:
+    """Add a difference to the rollout store's events (logged, never raised, on failure)."""
+    from pathlib import Path
+
+    from tandem.rollout.store import RolloutStore
+
+    try:
+        store = RolloutStore(Path(store_path))
+        try:
+            labels = {
+                "request_id": str(difference.get("request_id")),
+                "path": str(difference.get("path")),
+            }
+            store.add_event("difference", "router", describe_difference(difference), labels)
+        finally:
+            store.close()
+    except Exception:
+        logger.exception("could not record a mirrored difference in %s", store_path)
+
+
 @dataclass
 class Mirrored:
     """A baseline-served request to replay on the candidate."""
@@ -114,8 +135,12 @@ class Mirror:
         max_in_flight: int,
         candidate_down: Callable[[], bool],
         mark_candidate_down: Callable[[str], None],
+        store_path: str | None = None,
     ) -> None:
         self._backend = backend
+        self._store_path = store_path
+        """The rollout store: each difference is also recorded there, so one found just before
+        the router dies is not lost with its counters."""
         self._url = candidate_url
         self.max_in_flight = max_in_flight
         self._candidate_down = candidate_down
@@ -185,6 +210,8 @@ class Mirror:
                     ", ".join(difference["differs"]),
                     difference["offset"],
                 )
+                if self._store_path:
+                    await asyncio.to_thread(record_difference, self._store_path, difference)
         except asyncio.CancelledError:
             raise
         except Exception:

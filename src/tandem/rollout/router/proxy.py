@@ -151,6 +151,7 @@ class Router:
             config.max_inflight_mirrors,
             lambda: self.candidate_down,
             self.mark_candidate_down,
+            config.store_path,
         )
         self._health_task: asyncio.Task[None] | None = None
         self._wake_health: asyncio.Event | None = None

@@ -169,7 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-token",
         help="bearer token the admin API requires (default: $TANDEM_ROUTER_ADMIN_TOKEN, or none)",
     )
-    parser.add_argument("--store", metavar="PATH", help="the rollout SQLite file (read only)")
+    parser.add_argument(
+        "--store",
+        metavar="PATH",
+        help="the rollout SQLite file (the routing to start with; events the router records)",
+    )
     parser.add_argument("--max-body-bytes", type=int, help="request body limit (100 MiB)")
     parser.add_argument("--backend-timeout", type=float, help="seconds per backend call (60)")
     parser.add_argument("--max-inflight-mirrors", type=int, help="concurrent mirrors (64)")
