@@ -323,6 +323,14 @@ def _store(path: str) -> Any:
     return RolloutStore(Path(path))
 
 
+def _recorded(path: str) -> Any | None:
+    """The state file's store, or None when there is no file: asking about a rollout (or
+    queueing a command for one) never creates an empty state file."""
+    if not Path(path).is_file():
+        return None
+    return _store(path)
+
+
 def _token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -593,15 +601,15 @@ def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    store = _store(args.state)
+    store = _recorded(args.state)
     console = Console()
     while True:
-        doc = status_document(store)
+        doc = status_document(store) if store is not None else {"status": None}
         if args.json:
             print(json.dumps(doc, default=str, sort_keys=True))
             return 0 if doc["status"] else 1
         if doc["status"] is None:
-            console.print(f"no rollout recorded in {args.state}")
+            print(f"no rollout recorded in {args.state}", file=sys.stderr)
             return 1
         st = doc["status"]
         table = Table(title=f"Tandem rollout — {st['phase']} at {st['weight']:g}%")
@@ -638,13 +646,15 @@ def _status(args: argparse.Namespace) -> int:
             f"{st['step_index']}, {doc['time_in_step_s']:.0f}s in step"
         )
         last = doc["last_decision"]
+        # Plain text: a rule's [brackets] and a reason's text are not rich markup.
         if last:
             console.print(
                 f"last decision {_when(last['at'])} {last['action']} "
-                f"[{last['rule']}]: {last['reason']}"
+                f"[{last['rule']}]: {last['reason']}",
+                markup=False,
             )
         if latest.get("reason"):
-            console.print(f"next: {latest['reason']}")
+            console.print(f"next: {latest['reason']}", markup=False)
         if not args.watch:
             return 0
         time.sleep(1.0)
@@ -652,7 +662,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    store = _store(args.state)
+    store = _recorded(args.state)
+    if store is None:
+        print(f"no rollout recorded in {args.state}", file=sys.stderr)
+        return 1
     rows = store.decisions(limit=100000)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], default=str))
@@ -666,9 +679,9 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    store = _store(args.state)
-    status = store.load_status()
-    if status is None:
+    store = _recorded(args.state)
+    status = store.load_status() if store is not None else None
+    if store is None or status is None:
         print(f"no rollout recorded in {args.state}", file=sys.stderr)
         return 1
     seq = store.add_command(args.rollout_command)
@@ -688,8 +701,8 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    store = _store(args.state)
-    if store.load_status() is None:
+    store = _recorded(args.state)
+    if store is None or store.load_status() is None:
         print(f"no rollout recorded in {args.state}", file=sys.stderr)
         return 1
     text = args.extension.strip()
