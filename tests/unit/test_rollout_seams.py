@@ -167,3 +167,48 @@ def test_a_malformed_steps_flag_is_a_clear_error(
     assert code != 0
     assert "--steps '5,abc' must be comma-separated percentages" in capsys.readouterr().err
     assert not state.exists()
+
+
+def test_a_resumed_rollout_keeps_notifying_and_paging(tmp_path: Path) -> None:
+    """Started with --notify-url and --pagerduty-url, resumed with neither: both are kept
+    (the routing key never reaches the state)."""
+    from tandem.rollout.cli import _alerting
+    from tandem.rollout.store import RolloutStore
+
+    store = RolloutStore(tmp_path / "rollout.db")
+    first = parse("--notify-url", "http://hooks/x", "--pagerduty-url", "http://pd/enqueue")
+    assert _alerting(first, store) == ("http://hooks/x", "http://pd/enqueue")
+    assert _alerting(parse(), store) == ("http://hooks/x", "http://pd/enqueue")
+    assert _alerting(parse("--notify-url", "http://hooks/y"), store) == (
+        "http://hooks/y",
+        "http://pd/enqueue",
+    )
+    store.close()
+    assert b"routing" not in (tmp_path / "rollout.db").read_bytes()
+
+
+def test_a_resumed_rollout_refuses_to_move_its_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tandem.cli import main
+    from tandem.rollout.cli import _check_addresses_kept
+    from tandem.rollout.store import RolloutStore
+
+    recorded = {
+        **DEPLOYMENT,
+        "public_host": "127.0.0.1",
+        "public_port": 8080,
+        "admin_host": "127.0.0.1",
+        "admin_port": 8081,
+    }
+    _check_addresses_kept(parse(), recorded)
+    _check_addresses_kept(parse("--address", "127.0.0.1:8080"), recorded)
+    with pytest.raises(ConfigError, match="--admin-address 127.0.0.1:9001: this rollout was"):
+        _check_addresses_kept(parse("--admin-address", "127.0.0.1:9001"), recorded)
+    state = tmp_path / "rollout.db"
+    store = RolloutStore(state)
+    store.set_json("deployment", recorded)
+    store.close()
+    assert main(["rollout", "start", "--state", str(state), "--address", "0.0.0.0:9000"]) == 1
+    err = capsys.readouterr().err
+    assert "--address 0.0.0.0:9000: this rollout was started on 127.0.0.1:8080" in err

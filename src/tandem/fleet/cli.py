@@ -246,17 +246,19 @@ def _run_locked(args: argparse.Namespace) -> int:
     from tandem.fleet.metrics import PrometheusFleetMetrics
     from tandem.fleet.walker import MemberState, Walker
     from tandem.rollout import seams
-    from tandem.rollout.cli import _pager, _record_spec_change, _store
+    from tandem.rollout.cli import _alerting, _pager, _record_spec_change, _store
     from tandem.rollout.controller import http_notifier
     from tandem.rollout.spec import RolloutSpec
 
     logging.getLogger("tandem.fleet").setLevel(args.logging_level.upper())
     logging.getLogger("tandem.rollout").setLevel(args.logging_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    pager = _pager(args)
+    _pager(args.pagerduty_url)  # refused before the state file is touched
     store = _store(args.state)
     if store.get_json("deployment") is not None:
         raise ConfigError(f"{args.state} holds a `tandem rollout`, not a fleet rollout")
+    notify_url, pagerduty_url = _alerting(args, store)  # a resumed fleet keeps paging
+    pager = _pager(pagerduty_url)
     saved = store.get_json("fleet")
     saved_spec = store.get_json("spec")
     spec = RolloutSpec.load(args.config, _spec_overrides(args), base=saved_spec)
@@ -357,7 +359,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         store,
         walker,
         PrometheusFleetMetrics(seam.prometheus_url, seam.prometheus_selector),
-        http_notifier(args.notify_url),
+        http_notifier(notify_url),
         pager,
     )
     print(

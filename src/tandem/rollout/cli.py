@@ -89,8 +89,9 @@ def add_parser(sub: Any) -> None:
     )
     start.add_argument(
         "--address",
-        default="127.0.0.1:8080",
-        help="public address of the traffic router (host:port)",
+        default=None,
+        help=f"public address of the traffic router (host:port, default {DEFAULT_ADDRESS}); "
+        "a resumed rollout keeps its own",
     )
     start.add_argument(
         "--admin-address",
@@ -180,9 +181,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _pager(args: argparse.Namespace) -> Any:
-    """PagerDuty paging when ``--pagerduty-url`` is given (the key stays out of the argv)."""
-    if not args.pagerduty_url:
+def _pager(url: str | None) -> Any:
+    """PagerDuty paging to ``url`` (``--pagerduty-url``; the key stays out of the argv)."""
+    if not url:
         return None
     from tandem.errors import ConfigError
     from tandem.rollout.paging import PagerDuty
@@ -190,7 +191,7 @@ def _pager(args: argparse.Namespace) -> Any:
     key = os.environ.get("TANDEM_PAGERDUTY_ROUTING_KEY", "").strip()
     if not key:
         raise ConfigError("--pagerduty-url needs the routing key in TANDEM_PAGERDUTY_ROUTING_KEY")
-    return PagerDuty(args.pagerduty_url, key)
+    return PagerDuty(url, key)
 
 
 def _traffic_engine(dep: Any) -> Any:
@@ -227,6 +228,10 @@ def _metric_source(seam: Any) -> Any:
         if sel
     }
     return PrometheusSource(seam.prometheus_url, selectors, seam.prometheus_selector)
+
+
+#: Where the router listens when ``--address`` is not given.
+DEFAULT_ADDRESS = "127.0.0.1:8080"
 
 
 def _stated(args: argparse.Namespace) -> Any:
@@ -315,6 +320,36 @@ def _hostport(text: str, flag: str) -> tuple[str, int]:
         return parse_address(text)
     except Exception as exc:
         raise exc.__class__(f"{flag}: {exc}") from None
+
+
+def _alerting(args: argparse.Namespace, store: Any) -> tuple[str | None, str | None]:
+    """The notification and PagerDuty URLs: as stated, else as recorded, so a resumed rollout
+    keeps notifying and paging (the PagerDuty routing key is never stored)."""
+    saved = store.get_json("alerting") or {}
+    notify = args.notify_url or saved.get("notify_url")
+    pagerduty = args.pagerduty_url or saved.get("pagerduty_url")
+    store.set_json("alerting", {"notify_url": notify, "pagerduty_url": pagerduty})
+    return notify, pagerduty
+
+
+def _check_addresses_kept(args: argparse.Namespace, recorded: dict[str, Any]) -> None:
+    """A resumed rollout serves where it was started: a different ``--address`` or
+    ``--admin-address`` is refused, not silently ignored."""
+    from tandem.errors import ConfigError
+
+    for flag, given, host_key, port_key in (
+        ("--address", args.address, "public_host", "public_port"),
+        ("--admin-address", args.admin_address, "admin_host", "admin_port"),
+    ):
+        if given is None:
+            continue
+        host, port = _hostport(given, flag)
+        was = (recorded.get(host_key), recorded.get(port_key))
+        if (host, port) != was:
+            raise ConfigError(
+                f"{flag} {given}: this rollout was started on {was[0]}:{was[1]} and resumes "
+                "there (clients and nginx point at it); start a new rollout to move it"
+            )
 
 
 def _store(path: str) -> Any:
@@ -438,7 +473,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         from tandem.rollout.spec import parse_steps
 
         overrides["steps"] = parse_steps(args.steps)
-    pager = _pager(args)  # refused before anything starts, like every other bad flag
+    _pager(args.pagerduty_url)  # refused before anything starts, like every other bad flag
     store = _store(args.state)
     if store.get_json("fleet") is not None:
         raise ConfigError(f"{args.state} holds a fleet rollout: `tandem fleet start` runs it")
@@ -449,6 +484,7 @@ def _run_locked(args: argparse.Namespace) -> int:
     stated = _stated(args)
     if saved is not None:
         # And its recorded seams: targets, traffic engine and metric source.
+        _check_addresses_kept(args, saved)
         resumed = seams.resume(saved, store.get_json("metrics"), stated)
         dep = _resumed_deployment(resumed.deployment, args.admin_token)
         metrics = resumed.metrics
@@ -467,7 +503,7 @@ def _run_locked(args: argparse.Namespace) -> int:
                 "--traffic nginx needs --nginx-conf (the include file the rollout owns) and "
                 "--prometheus-url (nginx keeps no per-side counters the rollout could judge by)"
             )
-        host, port = _hostport(args.address, "--address")
+        host, port = _hostport(args.address or DEFAULT_ADDRESS, "--address")
         if args.admin_address:
             admin_host, admin_port = _hostport(args.admin_address, "--admin-address")
         else:
@@ -502,6 +538,8 @@ def _run_locked(args: argparse.Namespace) -> int:
         store.set_json("deployment", recorded)
         store.set_json("metrics", metrics.record())
         store.set_json("spec", spec.to_dict())
+    notify_url, pagerduty_url = _alerting(args, store)
+    pager = _pager(pagerduty_url)
     logger.info(
         "seams: %s targets, traffic by %s, judged by %s",
         "attached" if dep.attached else "spawned",
@@ -546,7 +584,7 @@ def _run_locked(args: argparse.Namespace) -> int:
         supervisor,
         RouterClient(urls["router"], dep.admin_token),
         dep.side_urls(),
-        http_notifier(args.notify_url),
+        http_notifier(notify_url),
         baseline_verifier(dep.code_dir, dep.baseline_type, dep.server_args[1]),
         metrics=_metric_source(metrics),
         traffic=_traffic_engine(dep),
