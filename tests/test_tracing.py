@@ -678,3 +678,31 @@ def test_sensitive_query_values_are_redacted(traced: Any) -> None:
     (server,) = t.spans(trace_id)
     assert server.attributes is not None
     assert server.attributes["url.query"] == "sig=REDACTED&X-Amz-Signature=REDACTED&keep=1"
+
+
+def test_warm_builds_the_pipeline_before_any_request(tmp_path: Path) -> None:
+    """A worker warms its tracer as it starts: the provider exists before the first traced
+    request, which then does not pay for it. Without tracing, warming does nothing."""
+    code_dir = MODELS["regression"].build(tmp_path)
+    settings = settings_for(MODELS["regression"], code_dir, "flask")
+    built: list[int] = []
+
+    def factory() -> Any:
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        built.append(os.getpid())
+        return SimpleSpanProcessor(InMemorySpanExporter())
+
+    tracing = Tracing(settings, factory)
+    assert tracing._pipeline is None
+    tracing.warm()
+    pipeline = tracing._pipeline
+    assert pipeline is not None and pipeline.pid == os.getpid() and built == [os.getpid()]
+    route = next(r for r in ROUTES if r.name == "predict")
+    with tracing.request_span(_request("/predict/", "POST"), route, "/predict/") as span:
+        assert span.recording
+    assert tracing._pipeline is pipeline and built == [os.getpid()]  # not built again
+    tracing.shutdown()
+    off = Tracing(settings)
+    off.warm()
+    assert off._pipeline is None

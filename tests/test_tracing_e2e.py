@@ -292,6 +292,25 @@ def test_exported_spans_are_counted_in_metrics(
     assert info == {"spans_ended": ended, "spans_exported": exported, "export_failures": 0}
 
 
+@pytest.mark.parametrize("server_type", SERVER_TYPES)
+def test_each_worker_sets_tracing_up_before_its_first_request(
+    receiver: OtlpReceiver, tmp_path: Path, server_type: str
+) -> None:
+    """The span counters (created with each worker's tracer) are there before any traced
+    request: the first prediction does not pay for setting OpenTelemetry up."""
+    spec = MODELS["regression"]
+    code_dir = spec.build(tmp_path)
+    env = {**otel_env(receiver, server_type), "MLOPS_RUNTIME_PARAM_CUSTOM_MODEL_WORKERS": "2"}
+    with ServerProcess(code_dir, server_type, args=list(spec.args), env=env) as server:
+        text = httpx.get(server.url + "/metrics", timeout=10).text  # an untraced route
+        names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        assert {"drum_otel_spans_ended_total", "drum_otel_spans_exported_total"} <= names
+        assert _metric(server, "drum_otel_spans_ended_total") == 0
+        resp, trace_id, _ = predict(server)
+        assert resp.status_code == 200
+        server_span(receiver, trace_id)
+
+
 def test_export_failures_are_counted_and_never_fail_requests(tmp_path: Path) -> None:
     spec = MODELS["regression"]
     code_dir = spec.build(tmp_path)

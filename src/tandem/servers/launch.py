@@ -135,8 +135,10 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
             except OSError:
                 pass
 
-    app = create_app(_load_service(settings))
+    service = _load_service(settings)
+    app = create_app(service)
     freeze_heap()
+    _warm_tracing(service)
     server = make_server(
         settings.host,
         settings.port,
@@ -175,6 +177,13 @@ def _serve_werkzeug(settings: ServeSettings) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _warm_tracing(service: Any) -> None:
+    """Set this process's OpenTelemetry pipeline up before it serves (no-op without tracing)."""
+    tracing = getattr(service, "tracing", None)
+    if tracing is not None:
+        tracing.warm()
 
 
 class _ReapedStatuses:
@@ -288,6 +297,7 @@ def _serve_gunicorn(settings: ServeSettings, asgi: bool = False) -> int:
     def post_fork(server: Any, worker: Any) -> None:
         if board is not None:
             connections.take_seat(board, worker.tandem_slot)
+        _warm_tracing(service)
         worker.tandem_heartbeat = start_heartbeat()
         worker.tandem_recycled = False
 
