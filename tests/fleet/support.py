@@ -13,7 +13,7 @@ from tandem.fleet.controller import FleetController
 from tandem.fleet.inventory import Member
 from tandem.fleet.places import RestartError
 from tandem.fleet.plan import side_for
-from tandem.fleet.walker import Probe, Walker
+from tandem.fleet.walker import MemberState, Probe, Walker
 from tandem.rollout.analysis import SideWindow, TraceWindow
 from tandem.rollout.prometheus import SideReading
 from tandem.rollout.spec import RolloutSpec, Triggers
@@ -226,11 +226,20 @@ def make_rig(
     metrics = FakeMetrics(world)
     notes: list[str] = []
     published: list[dict[str, str | None]] = []
+    # A resumed controller starts from the deployments' recorded states, as `fleet start` does.
+    states = (
+        {
+            i: MemberState.from_dict(doc)
+            for i, doc in (store.get_json("fleet_members") or {}).items()
+        }
+        if store is not None
+        else {}
+    )
     store = store or RolloutStore(tmp_path / "fleet.db")
     walker = Walker(
         world.members,
         {m.id: world.place(m.id) for m in world.members},
-        {},
+        states,
         world.probe,
         world.wait_ready,
         world.verify,

@@ -419,3 +419,39 @@ def test_a_promote_with_deployments_put_back_does_not_exit_0(
     healthy.store.add_command("promote")
     done = healthy.tick()
     assert exit_code(healthy.controller, done) == EXIT_PROMOTED
+
+
+class _Crash(Exception):
+    """The controller process dies here."""
+
+
+def test_a_put_back_cut_short_by_a_crash_is_finished_on_resume(tmp_path: Path) -> None:
+    """fleet-35 fails on FastAPI at 25 % and the controller dies as its put-back restart
+    begins: resumed, the controller puts it back on Flask (held there), never leaves it on
+    the side it failed on."""
+    world = World()
+    rig = make_rig(tmp_path, world=world, max_unavailable=1)
+    dep = world.deployments["fleet-35"]
+    dep.fail_on = {"fastapi"}
+
+    def crash_on_put_back(d: object) -> None:
+        if d is dep and dep.restarts == 1:  # its second restart: the put-back
+            raise _Crash
+
+    world.on_restart.append(crash_on_put_back)
+    rig.controller.initial_status()
+    with pytest.raises(_Crash):
+        rig.until(lambda s: False)
+    assert (dep.side, dep.percent) == ("fastapi", "10")  # died before Flask came up
+    rig.store.close()
+    world.on_restart.remove(crash_on_put_back)
+
+    again = make_rig(tmp_path, world=world, store=RolloutStore(tmp_path / "fleet.db"))
+    status = again.controller.initial_status()
+    assert status.weight == 25.0
+    assert (dep.side, dep.percent) == ("flask", "10")
+    state = again.controller.states["fleet-35"]
+    assert state.held_at == 25.0 and state.verification is not None
+    assert (state.verification["expect"], state.verification["passed"]) == ("flask", True)
+    assert "fleet-35" in again.decisions("apply")[-1].numbers["put_back"]
+    assert "fleet-35" in again.controller.left_behind(status)

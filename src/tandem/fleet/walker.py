@@ -210,11 +210,16 @@ class Walker:
         self.observe()
         up: list[Member] = []
         down: list[Member] = []
+        unfinished: list[Member] = []
         for member in self.members:
             st = self.states[member.id]
             if retry or (st.held_at is not None and st.held_at != percent):
                 st.held_at = None
             if st.held_at is not None:
+                if st.side == CANDIDATE and side_for(member.id, percent) == CANDIDATE:
+                    # Held, yet still on the side it failed on: the controller stopped during
+                    # its put-back. Finish it before anything else moves.
+                    unfinished.append(member)
                 report.held.append(member.id)
                 continue
             want = side_for(member.id, percent)
@@ -230,6 +235,8 @@ class Walker:
                 continue
             (up if want == CANDIDATE else down).append(member)
         self.on_change()
+        for batch in batches([m.id for m in unfinished], self.max_unavailable):
+            self._put_back_batch(batch, percent, previous, report)
         # Off FastAPI first, and never held back by a failure: Flask is the safe side.
         for batch in batches([m.id for m in down], self.max_unavailable):
             self._batch(batch, percent, previous, report)
@@ -301,7 +308,6 @@ class Walker:
         """One deployment onto its side at ``percent``: (verified, failure line, put back)."""
         st = self.states[member.id]
         want = side_for(member.id, percent)
-        old_side = BASELINE if want == CANDIDATE else CANDIDATE
         before = st.percent
         with self._lock:
             st.health = "restarting"
@@ -321,12 +327,20 @@ class Walker:
                 st.detail = line
                 self.on_change()
             return False, line, False
-        # Put back: the percentage it had (or the fleet's previous one) gives it its old side.
+        return False, self._put_back(member, percent, previous, before, line), True
+
+    def _put_back(
+        self, member: Member, percent: float, previous: float | None, before: str | None, line: str
+    ) -> str:
+        """Put a deployment that failed on FastAPI at ``percent`` back on Flask, held there: the
+        percentage it had (or the fleet's previous one, else 0) gives it Flask. The hold is
+        saved before the restart, so a controller stopped meanwhile finishes it on resume."""
+        st = self.states[member.id]
         back = next(
             (
                 p
                 for p in (before, None if previous is None else format_percent(previous), "0")
-                if p is not None and _side_of_percent(member.id, p) == old_side
+                if p is not None and _side_of_percent(member.id, p) == BASELINE
             ),
             "0",
         )
@@ -334,16 +348,37 @@ class Walker:
             st.held_at = percent
             st.health = "restarting"
             self.on_change()
-        again = self._restart_onto(member, back, old_side)
+        again = self._restart_onto(member, back, BASELINE)
         with self._lock:
-            restored = self._record(st, old_side, again)
+            restored = self._record(st, BASELINE, again)
             if restored:
-                line += f"; put back on {old_side} ({back}%) and verified there"
+                line += f"; put back on {BASELINE} ({back}%) and verified there"
             else:
-                line += f"; putting it back on {old_side} FAILED too: {again.get('summary', '')}"
+                line += f"; putting it back on {BASELINE} FAILED too: {again.get('summary', '')}"
             st.detail = line
             self.on_change()
-        return False, line, True
+        return line
+
+    def _put_back_batch(
+        self, ids: list[str], percent: float, previous: float | None, report: MoveReport
+    ) -> None:
+        """Finish the put-backs a stopped controller left undone (held, still on FastAPI)."""
+        report.batches.append(ids)
+        by_id = {m.id: m for m in self.members}
+
+        def finish(member_id: str) -> str:
+            st = self.states[member_id]
+            line = f"{member_id}: failed on {CANDIDATE} before the controller stopped"
+            with self._lock:
+                st.health = "restarting"
+                self.on_change()
+            return self._put_back(by_id[member_id], percent, previous, st.percent, line)
+
+        with ThreadPoolExecutor(max_workers=len(ids)) as pool:
+            lines = list(pool.map(finish, ids))
+        for member_id, line in zip(ids, lines, strict=True):
+            report.failed.append(line)
+            report.put_back.append(member_id)
 
     def verify_all(self, side: str, since: float) -> list[str]:
         """Verify on ``side`` every deployment not verified there since ``since`` (after a
