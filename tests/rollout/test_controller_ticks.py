@@ -448,11 +448,12 @@ def test_an_abort_acts_while_the_router_cannot_be_read(rig: dict[str, Any]) -> N
         raise httpx.ConnectError("router restarting")
 
     router.stats = unreadable
+    rig["store"].add_command("pause")  # queued first, it waits; the abort does not
     rig["store"].add_command("abort")
     clock.now += SPEC.interval
     status = controller.tick(status)
     assert (status.phase, status.weight) == (Phase.ABORTED, 0.0)
-    assert rig["store"].pending_commands() == []
+    assert [c for _, c in rig["store"].pending_commands()] == ["pause"]
     assert rig["store"].decisions()[-1].rule == "operator.abort"
     assert rig["traffic"].applied[-1][0] == 0.0
 

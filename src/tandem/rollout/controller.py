@@ -717,20 +717,23 @@ class Controller:
             except httpx.HTTPError as exc:
                 logger.warning("could not reset the comparison service's routing: %s", exc)
         command = None
-        pending = self.store.pending_commands()
+        pending = self.store.pending_commands()[:1]
         if pending:
             command = pending[0][1]
         obs = self.observe(status)
         if obs is None:
-            if command != "abort":
-                return status  # the command stays queued for an evaluation that can decide
             # An abort needs no observation: it acts even while the router cannot be read
-            # (restarting, or the comparison service down while nginx serves).
+            # (restarting, or the comparison service down while nginx serves), ahead of any
+            # command queued before it. Other commands wait for an evaluation that can decide.
+            pending = [p for p in self.store.pending_commands() if p[1] == "abort"][:1]
+            if not pending:
+                return status
+            command = "abort"
             obs = Observations(now=self.clock())
         decision = decide(self.spec, status, obs, command)
         self.record(status, decision, obs)
-        if pending:
-            self.store.mark_handled(pending[0][0])
+        for seq, _ in pending:
+            self.store.mark_handled(seq)
         self.apply(decision.status)
         self.after(status, decision)
         return decision.status
