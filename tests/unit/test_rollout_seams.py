@@ -169,22 +169,24 @@ def test_a_malformed_steps_flag_is_a_clear_error(
     assert not state.exists()
 
 
-def test_a_resumed_rollout_keeps_notifying_and_paging(tmp_path: Path) -> None:
-    """Started with --notify-url and --pagerduty-url, resumed with neither: both are kept
-    (the routing key never reaches the state)."""
+def test_a_resumed_rollout_keeps_paging_and_asks_for_its_webhook_again(tmp_path: Path) -> None:
+    """Started with --notify-url and --pagerduty-url: resumed, it keeps paging (the URL is
+    recorded, the routing key never is) and is refused without the webhook URL, a secret the
+    state keeps only a hash of."""
     from tandem.rollout.cli import _alerting
     from tandem.rollout.store import RolloutStore
 
-    store = RolloutStore(tmp_path / "rollout.db")
-    first = parse("--notify-url", "http://hooks/x", "--pagerduty-url", "http://pd/enqueue")
-    assert _alerting(first, store) == ("http://hooks/x", "http://pd/enqueue")
-    assert _alerting(parse(), store) == ("http://hooks/x", "http://pd/enqueue")
-    assert _alerting(parse("--notify-url", "http://hooks/y"), store) == (
-        "http://hooks/y",
-        "http://pd/enqueue",
-    )
+    state = tmp_path / "rollout.db"
+    store = RolloutStore(state)
+    hook = "https://hooks.example/services/T000/B000/SECRET-webhook"
+    first = parse("--notify-url", hook, "--pagerduty-url", "http://pd/enqueue")
+    assert _alerting(first, store) == (hook, "http://pd/enqueue")
+    with pytest.raises(ConfigError, match="pass the same --notify-url to resume it"):
+        _alerting(parse(), store)
+    assert _alerting(parse("--notify-url", hook), store) == (hook, "http://pd/enqueue")
     store.close()
-    assert b"routing" not in (tmp_path / "rollout.db").read_bytes()
+    written = b"".join(f.read_bytes() for f in tmp_path.iterdir())  # the file and any WAL
+    assert b"SECRET-webhook" not in written and b"pd/enqueue" in written
 
 
 def test_a_resumed_rollout_refuses_to_move_its_addresses(

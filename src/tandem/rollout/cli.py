@@ -323,12 +323,29 @@ def _hostport(text: str, flag: str) -> tuple[str, int]:
 
 
 def _alerting(args: argparse.Namespace, store: Any) -> tuple[str | None, str | None]:
-    """The notification and PagerDuty URLs: as stated, else as recorded, so a resumed rollout
-    keeps notifying and paging (the PagerDuty routing key is never stored)."""
+    """The notification and PagerDuty URLs. A resumed rollout keeps paging (the PagerDuty URL is
+    recorded; its routing key never is) and must keep notifying: a webhook URL is a secret, so
+    only its hash is recorded and a resume without the same ``--notify-url`` is refused."""
+    from tandem.errors import ConfigError
+
     saved = store.get_json("alerting") or {}
-    notify = args.notify_url or saved.get("notify_url")
+    notify = args.notify_url or None
+    digest = saved.get("notify_url_sha256")
+    if notify is None and digest:
+        raise ConfigError(
+            "this rollout notifies a webhook: pass the same --notify-url to resume it (the "
+            "state keeps only its hash)"
+        )
+    if notify is not None and digest and _token_digest(notify) != digest:
+        logger.info("resuming with a different --notify-url")
     pagerduty = args.pagerduty_url or saved.get("pagerduty_url")
-    store.set_json("alerting", {"notify_url": notify, "pagerduty_url": pagerduty})
+    store.set_json(
+        "alerting",
+        {
+            "notify_url_sha256": _token_digest(notify) if notify else None,
+            "pagerduty_url": pagerduty,
+        },
+    )
     return notify, pagerduty
 
 
@@ -477,6 +494,8 @@ def _run_locked(args: argparse.Namespace) -> int:
     store = _store(args.state)
     if store.get_json("fleet") is not None:
         raise ConfigError(f"{args.state} holds a fleet rollout: `tandem fleet start` runs it")
+    notify_url, pagerduty_url = _alerting(args, store)  # refused before anything is recorded
+    pager = _pager(pagerduty_url)
     saved = store.get_json("deployment")
     saved_spec = store.get_json("spec")
     # A resumed rollout keeps its recorded spec; only what this command line states changes it.
@@ -538,8 +557,6 @@ def _run_locked(args: argparse.Namespace) -> int:
         store.set_json("deployment", recorded)
         store.set_json("metrics", metrics.record())
         store.set_json("spec", spec.to_dict())
-    notify_url, pagerduty_url = _alerting(args, store)
-    pager = _pager(pagerduty_url)
     logger.info(
         "seams: %s targets, traffic by %s, judged by %s",
         "attached" if dep.attached else "spawned",
