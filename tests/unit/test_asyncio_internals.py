@@ -66,3 +66,18 @@ def test_a_renamed_cycle_attribute_is_refused(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(inspect, "getsource", renamed)
     with pytest.raises(TandemError, match=r"no RequestResponseCycle\.more_body"):
         connections.check_uvicorn_internals()
+
+
+def test_uvicorn_installed_without_sources_is_checked_as_far_as_it_can_be(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytecode-only installs have no source to read: the methods are still checked, and
+    start-up goes on with a warning."""
+    import inspect
+
+    def no_source(obj: Any) -> str:
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+    connections.check_uvicorn_internals()
+    assert "installed without sources" in caplog.text

@@ -5,6 +5,7 @@ connections spread over the workers by how many each already holds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import mmap
 import socket
 from dataclasses import dataclass
@@ -307,7 +308,15 @@ def check_uvicorn_internals() -> None:
     protocol, cycle = httptools_impl.HttpToolsProtocol, httptools_impl.RequestResponseCycle
     problems = [f"no {m}()" for m in _UVICORN_METHODS if not callable(getattr(protocol, m, None))]
     for cls, attrs in ((protocol, _UVICORN_PROTOCOL_ATTRS), (cycle, _UVICORN_CYCLE_ATTRS)):
-        source = inspect.getsource(cls)
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):  # installed without sources (bytecode only): unchecked
+            logging.getLogger("tandem.server").warning(
+                "uvicorn %s is installed without sources; its %s could not be checked",
+                uvicorn.__version__,
+                cls.__name__,
+            )
+            continue
         problems += [
             f"no {cls.__name__}.{a}"
             for a in attrs
@@ -317,7 +326,7 @@ def check_uvicorn_internals() -> None:
         raise TandemError(
             f"uvicorn {uvicorn.__version__}: its httptools protocol changed "
             f"({'; '.join(problems)}); Tandem's FastAPI worker builds on it. Install a "
-            "uvicorn Tandem was tested with (0.36 to 0.55)."
+            "uvicorn this Tandem release was tested with (its CI tests 0.36 and 0.55)."
         )
 
 
