@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -140,3 +141,23 @@ def test_a_restart_command_that_starts_a_server_and_exits_leaves_it_running(
         assert _alive(server)
     finally:
         os.kill(server, signal.SIGKILL)
+
+
+def test_what_a_timed_out_restart_started_gets_its_sigterm_grace(tmp_path: Path) -> None:
+    """The group gets SIGTERM and time to exit cleanly, not only the shell."""
+    from tandem.fleet.places import RestartError, run_restart
+
+    done = tmp_path / "cleaned-up"
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import pathlib, signal, sys, time\n"
+        "def bye(*_):\n"
+        "    time.sleep(0.5)\n"
+        f"    pathlib.Path({str(done)!r}).write_text('yes')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "time.sleep(300)\n"
+    )
+    with pytest.raises(RestartError):
+        run_restart(f"{sys.executable} {child} & wait", timeout=1.0)
+    assert done.read_text() == "yes"

@@ -93,18 +93,26 @@ def run_restart(command: str, timeout: float) -> None:
 
 
 def _stop_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the command's process group, then SIGKILL whatever is left after ``grace``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM the command's process group (the shell and all it started), wait up to ``grace``
+    seconds for every member to exit, then SIGKILL whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        proc.wait()
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the shell, so it does not count as a member left
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, 0)
         except ProcessLookupError:
             break  # the whole group is gone
-        if sig == signal.SIGTERM:
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-            time.sleep(0.05)  # members the shell did not wait for may still be exiting
+        time.sleep(0.05)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
 
 
