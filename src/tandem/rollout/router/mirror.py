@@ -93,6 +93,11 @@ def record_difference(store_path: str, difference: dict[str, Any]) -> None:
 
     from tandem.rollout.store import RolloutStore
 
+    if not Path(store_path).is_file():  # the router never creates a rollout's state
+        logger.warning(
+            "rollout store %s is gone; a mirrored difference was not recorded", store_path
+        )
+        return
     try:
         store = RolloutStore(Path(store_path))
         try:
