@@ -116,10 +116,10 @@ def test_four_extension_failure_reports_reduce_the_canary(tmp_path: Path) -> Non
 
 #: Spans leave the candidate every 200 ms (a failing export gives up after 1 s), so 3 s of lag
 #: covers a healthy export on two busy cores; the 10 s window leaves 7 s of ended spans to judge.
-#: The candidate sets OpenTelemetry up on its first traced (mirrored) request: that request is
-#: slow (P99 over 14x the baseline's was seen on a loaded CI machine) and its RSS steps up, which
-#: the compressed latency, memory and leak limits would take for a fault; those rules are not
-#: under test here, so they cannot name the reduction before the trace-gap rule does.
+#: A traced candidate's early requests were seen slow on a loaded CI machine (P99 over 14x the
+#: baseline's, before workers set OpenTelemetry up as they start) and its RSS steps up, which the
+#: compressed latency, memory and leak limits would take for a fault; those rules are not under
+#: test here, so they cannot name the reduction before the trace-gap rule does.
 TRACING = {
     **HOLDING,
     "steps": [30, 60, 100],

@@ -387,6 +387,7 @@ def _run_locked(args: argparse.Namespace) -> int:
     try:
         status = controller.run()
     finally:
+        controller.close()
         if dashboard is not None:
             dashboard.stop()
     print(f"fleet stopped: {status.phase.value} at {status.weight:g}%", flush=True)

@@ -140,6 +140,10 @@ class FleetController:
         """End the loop after the current evaluation."""
         self._stop.set()
 
+    def close(self) -> None:
+        """Close the walk's own store connection (after :meth:`run`)."""
+        self._live_store.close()
+
     def initial_status(self) -> RolloutStatus:
         """The saved status (every deployment put where it says), or a new rollout at the first
         step that moves anyone."""

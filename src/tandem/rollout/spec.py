@@ -52,8 +52,9 @@ class StepCriteria:
 
 #: Per-step criteria (P99 / memory): 1 %: +20 %/+50 %; 5 %: +20 %/+40 %; 10 % and later:
 #: +20 %/+30 %. The canary plan allows P99 +30 % at 1 % and +25 % at 5 %, but the rollback plan
-#: reduces any step whose P99 is more than 20 % above the baseline's, and its own milestone table
-#: asks for +20 % from 1 % on: one ladder, so a step never passes what the triggers reduce.
+#: reduces any step whose P99 is more than 20 % above the baseline's ("Latency Regression"), and
+#: the migration plan's M5 schedule asks for +20 % from 1 % on: one ladder, so a step never
+#: passes what the triggers reduce.
 DEFAULT_CRITERIA: dict[float, StepCriteria] = {
     1.0: StepCriteria(0.001, 0.20, 0.50),
     5.0: StepCriteria(0.001, 0.20, 0.40),
