@@ -89,7 +89,15 @@ class RolloutStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         # Created 0600 before SQLite opens it: the state holds deployment details and commands.
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        # Only when it does not exist: closing any descriptor of a file drops every POSIX lock
+        # this process holds on it, so opening and closing the database beside a connection
+        # this process already has (a second store, a dashboard, a walk's thread) would drop
+        # that connection's SQLite locks, and other processes would stop seeing its writes.
+        if not path.exists():
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+            except FileExistsError:
+                pass  # created meanwhile by another process
         self._conn = sqlite3.connect(
             str(path), timeout=30.0, isolation_level=None, check_same_thread=not any_thread
         )
