@@ -134,9 +134,9 @@ def test_deadlocked_candidate_is_rolled_back(tmp_path: Path) -> None:
 
 def test_errors_that_start_in_canary_are_rolled_back_by_the_error_rate(tmp_path: Path) -> None:
     """Shadow passes on a healthy candidate; 5 % errors once it serves trip the 1 % trigger. (The
-    0.1 % rule, which needs less evidence and would reduce it first, is set out of reach so the
-    immediate rule is the one under test.)"""
-    spec = {**FAST_SPEC, "triggers": {**FAST_SPEC["triggers"], "gradual_error_rate": 0.5}}
+    gradual rule, which at 0.1 % needs less evidence and would reduce it first, is raised to the
+    immediate rule's 1 %, where the immediate rule, judged first, always wins.)"""
+    spec = {**FAST_SPEC, "triggers": {**FAST_SPEC["triggers"], "gradual_error_rate": 0.01}}
     rollout = Rollout(tmp_path, fault="errors", env={"ROLLOUT_FAULT_FLAG": "1"}, spec=spec).start()
     load = Load(rollout.url).start()
     try:
