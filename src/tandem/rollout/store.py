@@ -290,6 +290,19 @@ class RolloutStore:
         ]
 
 
+def add_events(path: Path, events: list[tuple[str, str, str, dict[str, str], str | None]]) -> int:
+    """Record ``(kind, source, text, labels, key)`` events in the store at ``path`` on a
+    connection of their own (the router's admin API and mirror, from a worker thread); how many
+    were new."""
+    store = RolloutStore(path)
+    try:
+        return sum(
+            store.add_event(k, src, text, labels, key) for k, src, text, labels, key in events
+        )
+    finally:
+        store.close()
+
+
 @dataclass(frozen=True)
 class Event:
     """One recorded event."""

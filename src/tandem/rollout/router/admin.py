@@ -132,7 +132,9 @@ def admin_app(router: Router) -> ASGIApp:
             found = _events_from(request.url.path, doc)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, str(exc))
-        recorded = await asyncio.to_thread(_store_events, Path(config.store_path), found)
+        from tandem.rollout.store import add_events
+
+        recorded = await asyncio.to_thread(add_events, Path(config.store_path), found)
         return _json({"received": len(found), "recorded": recorded})
 
     async def metrics(request: Request) -> Response:
@@ -171,17 +173,3 @@ def _events_from(path: str, doc: Any) -> list[tuple[str, str, str, dict[str, str
     if not isinstance(text, str) or not text.strip():
         raise ValueError('expected {"extension": "what failed"}')
     return [("extension", "admin-api", text.strip(), {}, None)]
-
-
-def _store_events(
-    path: Path, events: list[tuple[str, str, str, dict[str, str], str | None]]
-) -> int:
-    from tandem.rollout.store import RolloutStore
-
-    store = RolloutStore(path)
-    try:
-        return sum(
-            store.add_event(k, src, text, labels, key) for k, src, text, labels, key in events
-        )
-    finally:
-        store.close()

@@ -91,23 +91,19 @@ def record_difference(store_path: str, difference: dict[str, Any]) -> None:
     """Add a difference to the rollout store's events (logged, never raised, on failure)."""
     from pathlib import Path
 
-    from tandem.rollout.store import RolloutStore
+    from tandem.rollout.store import add_events
 
     if not Path(store_path).is_file():  # the router never creates a rollout's state
         logger.warning(
             "rollout store %s is gone; a mirrored difference was not recorded", store_path
         )
         return
+    labels = {"request_id": str(difference.get("request_id")), "path": str(difference.get("path"))}
     try:
-        store = RolloutStore(Path(store_path))
-        try:
-            labels = {
-                "request_id": str(difference.get("request_id")),
-                "path": str(difference.get("path")),
-            }
-            store.add_event("difference", "router", describe_difference(difference), labels)
-        finally:
-            store.close()
+        add_events(
+            Path(store_path),
+            [("difference", "router", describe_difference(difference), labels, None)],
+        )
     except Exception:
         logger.exception("could not record a mirrored difference in %s", store_path)
 
