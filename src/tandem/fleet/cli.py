@@ -494,11 +494,11 @@ def _kubernetes_plan(member: Any, place: Any, steps: tuple[float, ...]) -> list[
 def status_document(state: str) -> dict[str, Any]:
     """Everything ``tandem fleet status`` shows, as data."""
     from tandem.fleet.controller import status_rows
-    from tandem.rollout.cli import _store
+    from tandem.rollout.cli import _recorded
 
-    if not Path(state).exists():  # not created by asking
+    store = _recorded(state)
+    if store is None:
         return {"status": None, "deployments": []}
-    store = _store(state)
     try:
         status = store.load_status()
         decisions = store.decisions(limit=100000)
@@ -597,15 +597,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from tandem.rollout.cli import _store
+    from tandem.rollout.cli import _recorded
     from tandem.rollout.store import StateLock
 
-    if not Path(args.state).exists():
-        print(f"no fleet rollout recorded in {args.state}", file=sys.stderr)
-        return 1
-    store = _store(args.state)
-    status = store.load_status()
-    if status is None:
+    store = _recorded(args.state)
+    status = store.load_status() if store is not None else None
+    if store is None or status is None:
         print(f"no fleet rollout recorded in {args.state}", file=sys.stderr)
         return 1
     seq = store.add_command(args.fleet_command)

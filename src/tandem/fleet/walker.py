@@ -367,12 +367,9 @@ class Walker:
         by_id = {m.id: m for m in self.members}
 
         def finish(member_id: str) -> str:
-            st = self.states[member_id]
             line = f"{member_id}: failed on {CANDIDATE} before the controller stopped"
-            with self._lock:
-                st.health = "restarting"
-                self.on_change()
-            return self._put_back(by_id[member_id], percent, previous, st.percent, line)
+            before = self.states[member_id].percent
+            return self._put_back(by_id[member_id], percent, previous, before, line)
 
         with ThreadPoolExecutor(max_workers=len(ids)) as pool:
             lines = list(pool.map(finish, ids))

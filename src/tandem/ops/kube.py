@@ -141,12 +141,11 @@ def api_from_config(context: str | None = None, kubeconfig: str | None = None) -
         return client.ApiClient(configuration)
     # $KUBECONFIG is read now: the client reads it once, when it is first imported.
     path = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    where = path
     at = f" (context {context})" if context else ""
     try:
         return config.new_client_from_config(config_file=path, context=context)
     except (ConfigException, OSError, ValueError, TypeError) as exc:
-        raise KubeError(f"cannot load the kubeconfig {where}{at}: {exc}") from None
+        raise KubeError(f"cannot load the kubeconfig {path}{at}: {exc}") from None
 
 
 def configmap_path(namespace: str, configmap: str) -> str:
